@@ -1,0 +1,38 @@
+# Two entry points: `make sandbox` runs the hub with every simulated partner on the
+# embedded default (SQLite); `make test` runs the whole quality gate. Each creates the
+# virtual environment on first use.
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+
+.PHONY: sandbox run test lint typecheck pytest bench clean
+
+$(BIN)/hub: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(BIN)/hub
+
+sandbox: $(BIN)/hub
+	$(BIN)/hub sandbox
+
+run: $(BIN)/hub
+	$(BIN)/hub run
+
+lint: $(BIN)/hub
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(BIN)/hub
+	$(BIN)/mypy
+
+pytest: $(BIN)/hub
+	$(BIN)/pytest -q
+
+test: lint typecheck pytest
+
+bench: $(BIN)/hub
+	$(BIN)/python benchmarks/ingest.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,224 @@
+"""The hub's HTTP API: ingest, message browser, operations.
+
+The ingest handler reads raw bytes and answers with orjson: the sender waits on this
+path, so it goes through no response-model validation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from hub.api.auth import Gate
+from hub.engine.metrics import QueueCollector
+from hub.engine.runtime import HubRuntime
+from hub.store.records import EventAnswer
+from hub.store.store import ResendError
+
+__all__ = ["create_app"]
+
+
+def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def _answer(a: EventAnswer) -> dict[str, Any]:
+    return {
+        "event_id": a.event_id,
+        "inbound_id": a.inbound_id,
+        "deliveries": [{"message_id": m, "destination": d, "route": r} for m, d, r in a.deliveries],
+    }
+
+
+def _iso(value: float | None) -> str | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC).isoformat()
+
+
+def _epoch(value: datetime | None) -> float | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise HTTPException(422, "times need a timezone, e.g. 2026-11-25T08:00:00+08:00")
+    return value.timestamp()
+
+
+def create_app(runtime: HubRuntime) -> FastAPI:
+    """The ASGI app; the runtime starts and stops with the app's lifespan."""
+    gate = Gate(runtime.plan.spec.clients)
+    max_body = runtime.plan.spec.api.max_body_bytes
+    store = runtime.store
+    runtime.metrics.registry.register(QueueCollector(store.queue_stats))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title="Prehospital interoperability hub",
+        version="0.1.0",
+        lifespan=lifespan,
+        default_response_class=JSONResponse,
+    )
+    app.state.runtime = runtime
+
+    @app.post("/v1/events", status_code=202, summary="Submit one event or a batch")
+    async def post_events(request: Request) -> Response:
+        """202 only after the body and every delivery it causes are committed.
+
+        Body: one event, an array, or ``{"events": [...]}``. A repeated event id answers
+        as it was first answered and creates nothing (header ``Idempotent-Replayed``).
+        422 names each invalid field; the raw body is kept as rejected either way.
+        """
+        caller = gate.check(request, "ingest")
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_body:
+            raise HTTPException(413, f"body larger than {max_body} bytes")
+        raw = await request.body()
+        if len(raw) > max_body:
+            raise HTTPException(413, f"body larger than {max_body} bytes")
+        result = await runtime.ingestor.submit(
+            raw,
+            content_type=request.headers.get("content-type"),
+            source=None if caller.name == "anonymous" else caller.name,
+            allowed_sources=caller.sources,
+        )
+        if result.errors:
+            forbidden = all(e["type"] == "forbidden" for e in result.errors)
+            return _json(
+                {
+                    "error": "forbidden" if forbidden else "invalid",
+                    "inbound_id": result.inbound_id,
+                    "errors": list(result.errors),
+                },
+                403 if forbidden else 422,
+            )
+        assert result.outcome is not None
+        if result.outcome.conflicts:
+            return _json(
+                {
+                    "error": "conflict",
+                    "inbound_id": result.inbound_id,
+                    "errors": [
+                        {
+                            "path": "event_id",
+                            "reason": f"event {c} was already accepted with a different body",
+                            "type": "conflict",
+                        }
+                        for c in result.outcome.conflicts
+                    ],
+                },
+                409,
+            )
+        answers = result.outcome.answers
+        headers = {"Idempotent-Replayed": "true"} if all(a.replayed for a in answers) else None
+        return _json({"accepted": [_answer(a) for a in answers]}, 202, headers)
+
+    @app.get("/v1/messages", summary="Browse received messages, newest first")
+    async def list_messages(
+        request: Request,
+        incident_id: str | None = None,
+        status: Annotated[str | None, Query(pattern="^(accepted|rejected)$")] = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        cursor: str | None = None,
+    ) -> Response:
+        gate.check(request, "read")
+        page = await _thread(
+            store.list_messages,
+            incident_id=incident_id,
+            status=status,
+            since=_epoch(since),
+            until=_epoch(until),
+            limit=limit,
+            cursor=cursor,
+        )
+        items = [{**m, "received_at": _iso(m["received_at"])} for m in page.items]
+        return _json({"items": items, "next_cursor": page.next_cursor})
+
+    @app.get("/v1/messages/{inbound_id}", summary="One message with its deliveries and attempts")
+    async def get_message(request: Request, inbound_id: str) -> Response:
+        caller = gate.check(request, "read")
+        message = await _thread(store.get_message, inbound_id, actor=caller.name)
+        if message is None:
+            raise HTTPException(404, f"no message {inbound_id}")
+        return _json(_present_message(message))
+
+    @app.post("/v1/deliveries/{delivery_id}/resend", summary="Queue a dead delivery again")
+    async def resend(request: Request, delivery_id: int, remap: bool = False) -> Response:
+        caller = gate.check(request, "operate")
+        try:
+            await _thread(store.resend, delivery_id, actor=caller.name, remap=remap)
+        except ResendError as exc:
+            code = 404 if str(exc).startswith("no delivery") else 409
+            raise HTTPException(code, str(exc)) from None
+        if runtime.worker is not None:
+            runtime.worker.wake()
+        return _json({"delivery_id": delivery_id, "status": "pending"}, 202)
+
+    @app.get("/healthz", summary="The process is up")
+    async def healthz() -> Response:
+        return _json({"status": "ok"})
+
+    @app.get("/readyz", summary="The database answers")
+    async def readyz() -> Response:
+        try:
+            await _thread(_ping, store.engine)
+        except Exception as exc:
+            return _json({"status": "unavailable", "reason": type(exc).__name__}, 503)
+        return _json({"status": "ready"})
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics() -> Response:
+        body = await _thread(generate_latest, runtime.metrics.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _ping(engine: Any) -> None:
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+async def _thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+def _present_message(message: dict[str, Any]) -> dict[str, Any]:
+    raw: bytes = message.pop("raw")
+    try:
+        message["raw_text"] = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        message["raw_base64"] = base64.b64encode(raw).decode()
+    message["received_at"] = _iso(message["received_at"])
+    for event in message["events"]:
+        event["occurred_at"] = _iso(event["occurred_at"])
+        event["received_at"] = _iso(event["received_at"])
+    for d in message["deliveries"]:
+        payload = d.pop("payload")
+        d["payload_text"] = None if payload is None else payload.decode("utf-8", "replace")
+        for key in ("created_at", "updated_at", "next_attempt_at", "lease_until", "delivered_at"):
+            d[key] = _iso(d[key])
+        for a in d["attempt_log"]:
+            a["started_at"] = _iso(a["started_at"])
+    return message

@@ -1,0 +1,246 @@
+"""The `hub` command.
+
+Extra sub-commands (``hub sandbox``) come from the ``hub.commands`` entry-point group:
+each entry point is a function that receives the sub-parsers object and adds itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+__all__ = ["load_config", "main", "serve"]
+
+DEFAULT_CONFIG = "hub.yaml"
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format='{"t":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
+        stream=sys.stderr,
+    )
+
+
+def load_config(path: str | None) -> Any:
+    """The plan from ``path``, $HUB_CONFIG or ./hub.yaml; an empty plan if none exists."""
+    from hub.config.plan import ConfigError, load_plan, plan_from_mapping
+
+    chosen = path or os.environ.get("HUB_CONFIG")
+    try:
+        if chosen is None and not Path(DEFAULT_CONFIG).exists():
+            return plan_from_mapping({}, source="(built-in defaults)")
+        return load_plan(chosen or DEFAULT_CONFIG)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def serve(
+    plan: Any, *, host: str | None = None, port: int | None = None, worker: bool = True
+) -> None:
+    """Run the API (and a worker) until SIGINT/SIGTERM; drains before exiting."""
+    import uvicorn
+
+    from hub.api.app import create_app
+    from hub.engine.runtime import HubRuntime
+
+    runtime = HubRuntime(plan, with_worker=worker)
+    app = create_app(runtime)
+    config = uvicorn.Config(
+        app,
+        host=host or plan.spec.api.host,
+        port=plan.spec.api.port if port is None else port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
+    uvicorn.Server(config).run()
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    serve(load_config(args.config), host=args.host, port=args.port, worker=not args.no_worker)
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from hub.engine.worker import Worker
+    from hub.store.store import Store
+
+    plan = load_config(args.config)
+    store = Store.open(plan.database_url, migrate=plan.database_url.startswith("sqlite"))
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await Worker(store, plan, name=args.name).run(stop)
+
+    try:
+        asyncio.run(run())
+    finally:
+        store.close()
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    plan = load_config(args.config)
+    routes, dests = len(plan.routes), len(plan.destinations)
+    print(f"{plan.source}: valid ({dests} destinations, {routes} routes)")
+    if not plan.spec.clients:
+        print("warning: no clients configured: the API accepts unauthenticated calls")
+    return 0
+
+
+def _cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from hub.store.database import make_engine, upgrade
+
+    plan = load_config(args.config)
+    engine = make_engine(plan.database_url)
+    upgrade(engine, args.revision)
+    engine.dispose()
+    print(f"database at revision {args.revision}")
+    return 0
+
+
+def _cmd_schema(_args: argparse.Namespace) -> int:
+    from hub.model.events import event_json_schema
+
+    print(json.dumps(event_json_schema(), indent=2, ensure_ascii=False))
+    return 0
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from hub.store.store import Store
+
+    plan = load_config(args.config)
+    return Store.open(plan.database_url, migrate=plan.database_url.startswith("sqlite"))
+
+
+def _when(value: float | None) -> str:
+    return "-" if value is None else datetime.fromtimestamp(value, UTC).isoformat()
+
+
+def _cmd_messages_list(args: argparse.Namespace) -> int:
+    store = _store(args)
+    page = store.list_messages(
+        incident_id=args.incident, status=args.status, limit=args.limit, cursor=args.cursor
+    )
+    for m in page.items:
+        print(
+            f"{m['id']}  {_when(m['received_at'])}  {m['status']:<8} {m['channel']:<5} "
+            f"incident={m['incident_id'] or '-'} events={m['event_count']}"
+        )
+    if page.next_cursor:
+        print(f"more: --cursor {page.next_cursor}")
+    store.close()
+    return 0
+
+
+def _cmd_messages_show(args: argparse.Namespace) -> int:
+    store = _store(args)
+    message = store.get_message(args.id, actor=f"cli:{os.environ.get('USER', 'unknown')}")
+    store.close()
+    if message is None:
+        print(f"no message {args.id}", file=sys.stderr)
+        return 1
+    raw = message.pop("raw")
+    message["raw_text"] = raw.decode("utf-8", "replace")
+    for d in message["deliveries"]:
+        payload = d.pop("payload")
+        d["payload_text"] = None if payload is None else payload.decode("utf-8", "replace")
+    print(json.dumps(message, indent=2, ensure_ascii=False, default=str))
+    return 0
+
+
+def _cmd_resend(args: argparse.Namespace) -> int:
+    from hub.store.store import ResendError
+
+    store = _store(args)
+    actor = f"cli:{os.environ.get('USER', 'unknown')}"
+    status = 0
+    for delivery_id in args.ids:
+        try:
+            store.resend(delivery_id, actor=actor, remap=args.remap)
+            print(f"delivery {delivery_id}: queued again")
+        except ResendError as exc:
+            print(f"delivery {delivery_id}: {exc}", file=sys.stderr)
+            status = 1
+    store.close()
+    return status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hub", description="Prehospital interoperability hub")
+    parser.add_argument("-c", "--config", help="hub.yaml (default: $HUB_CONFIG or ./hub.yaml)")
+    parser.add_argument("--log-level", default=os.environ.get("HUB_LOG_LEVEL", "info"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="API and workers in one process")
+    run.add_argument("--host")
+    run.add_argument("--port", type=int)
+    run.add_argument("--no-worker", action="store_true", help="API only (scale-out)")
+    run.set_defaults(func=_cmd_run)
+
+    worker = sub.add_parser("worker", help="delivery workers only (scale-out)")
+    worker.add_argument("--name", help="worker id in claims and attempts")
+    worker.set_defaults(func=_cmd_worker)
+
+    sub.add_parser("check", help="validate hub.yaml, report every problem").set_defaults(
+        func=_cmd_check
+    )
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db", required=True)
+    up = db.add_parser("upgrade", help="apply migrations")
+    up.add_argument("revision", nargs="?", default="head")
+    up.set_defaults(func=_cmd_db_upgrade)
+
+    sub.add_parser("schema", help="JSON Schema of the event envelope").set_defaults(
+        func=_cmd_schema
+    )
+
+    messages = sub.add_parser("messages", help="browse messages").add_subparsers(
+        dest="messages", required=True
+    )
+    ls = messages.add_parser("list")
+    ls.add_argument("--incident")
+    ls.add_argument("--status", choices=["accepted", "rejected"])
+    ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--cursor")
+    ls.set_defaults(func=_cmd_messages_list)
+    show = messages.add_parser("show")
+    show.add_argument("id")
+    show.set_defaults(func=_cmd_messages_show)
+
+    resend = sub.add_parser("resend", help="queue dead or delivered deliveries again")
+    resend.add_argument("ids", nargs="+", type=int, metavar="DELIVERY_ID")
+    resend.add_argument("--remap", action="store_true", help="map the event again")
+    resend.set_defaults(func=_cmd_resend)
+
+    for ep in entry_points(group="hub.commands"):
+        ep.load()(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.log_level)
+    with contextlib.suppress(KeyboardInterrupt):
+        return int(args.func(args))
+    return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

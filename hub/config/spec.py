@@ -1,0 +1,119 @@
+"""The hub.yaml spec: what an operator may write, with defaults and descriptions.
+
+Connector settings are validated by each connector's own spec (see ``plan.py``), so a
+new connector adds its fields without touching this file.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from hub.retry import RetryPolicy
+
+__all__ = [
+    "ApiSpec",
+    "ClientSpec",
+    "DestinationSpec",
+    "HubSpec",
+    "RouteSpec",
+    "Scope",
+    "WhenSpec",
+    "WorkerSpec",
+]
+
+Scope = Literal["ingest", "read", "operate"]
+Scalar = str | int | float | bool | None
+_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+_ORDERING = re.compile(r"^(incident|patient|none|field:[A-Za-z0-9_.]+)$")
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ApiSpec(_Spec):
+    host: str = Field(default="127.0.0.1", description="Address the API binds to.")
+    port: int = Field(default=8080, ge=0, le=65535, description="0 picks a free port.")
+    max_body_bytes: int = Field(default=5_000_000, gt=0, description="Larger bodies get 413.")
+
+
+class ClientSpec(_Spec):
+    """A partner system calling the API; with no clients configured the API is open (dev)."""
+
+    token: SecretStr = Field(description="Bearer token; from ${ENV}.")
+    scopes: list[Scope] = Field(default_factory=lambda: list[Scope](["ingest"]))
+    sources: list[str] = Field(
+        default_factory=lambda: ["*"], description="Event `source` values it may send."
+    )
+
+
+class WorkerSpec(_Spec):
+    poll_interval: float = Field(default=0.2, gt=0, description="Seconds between idle polls.")
+    batch_size: int = Field(default=200, ge=1, le=5000, description="Deliveries claimed at once.")
+    lease_seconds: float = Field(
+        default=60.0, gt=0, description="A claim not finished by then is claimable again."
+    )
+    shutdown_grace: float = Field(default=10.0, ge=0, description="Seconds to drain at stop.")
+
+
+class WhenSpec(_Spec):
+    """Filter of a route: every given condition must hold."""
+
+    types: list[str] = Field(
+        default_factory=lambda: ["*"], description="Event types; `*` globs: `unit.*`."
+    )
+    match: dict[str, Scalar | list[Scalar]] = Field(
+        default_factory=dict,
+        description="Dotted path in the event → value, or list of accepted values.",
+    )
+    exists: list[str] = Field(default_factory=list, description="Paths that must be present.")
+
+
+class RouteSpec(_Spec):
+    name: str = Field(pattern=_NAME)
+    when: WhenSpec = Field(default_factory=WhenSpec)
+    mapping: str = Field(default="canonical-json", description="Registered mapping name.")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Mapping options, e.g. code-table overrides."
+    )
+    destination: str = Field(description="Name of a destination.")
+    ordering_key: str = Field(
+        default="incident",
+        description="Deliveries sharing a key go in order: incident, patient, none, field:<path>.",
+    )
+
+    @field_validator("ordering_key")
+    @classmethod
+    def _ordering(cls, value: str) -> str:
+        if not _ORDERING.match(value):
+            raise ValueError("must be incident, patient, none or field:<dotted.path>")
+        return value
+
+
+class DestinationSpec(BaseModel):
+    """A partner endpoint; keys other than these are the connector's own settings."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: str = Field(description="Registered connector name: http, file, mllp, fhir ...")
+    retry: str | RetryPolicy = Field(default="default", description="Policy name or inline.")
+    max_in_flight: int = Field(default=16, ge=1, le=1024, description="Concurrent sends.")
+    enabled: bool = True
+
+
+class HubSpec(_Spec):
+    version: Literal[1] = 1
+    database_url: str = Field(
+        default="sqlite:///hub-data/hub.db", description="SQLAlchemy URL; HUB_DATABASE_URL wins."
+    )
+    api: ApiSpec = Field(default_factory=ApiSpec)
+    worker: WorkerSpec = Field(default_factory=WorkerSpec)
+    clients: dict[str, ClientSpec] = Field(default_factory=dict)
+    retry_policies: dict[str, RetryPolicy] = Field(
+        default_factory=lambda: {"default": RetryPolicy()}
+    )
+    destinations: dict[str, DestinationSpec] = Field(default_factory=dict)
+    routes: list[RouteSpec] = Field(default_factory=list)

@@ -1,0 +1,133 @@
+"""HTTP webhook connector: JSON POST signed with HMAC-SHA256.
+
+The receiver verifies ``X-Hub-Signature-256: sha256=<hex>`` computed over
+``<timestamp>.<body>`` with the shared secret, and drops repeats of ``X-Hub-Message-Id``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from email.utils import parsedate_to_datetime
+
+import httpx
+from pydantic import Field, HttpUrl, SecretStr
+
+from hub.connectors.base import (
+    Connector,
+    ConnectorSettings,
+    Outbound,
+    Outcome,
+    SendResult,
+    truncate,
+)
+from hub.registry import register
+
+__all__ = ["HttpConnector", "HttpSettings", "parse_retry_after", "sign"]
+
+SIGNATURE_HEADER = "X-Hub-Signature-256"
+TIMESTAMP_HEADER = "X-Hub-Timestamp"
+MESSAGE_ID_HEADER = "X-Hub-Message-Id"
+
+# Statuses worth retrying: the partner is busy, down or timed out, not refusing the message.
+_TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+class HttpSettings(ConnectorSettings):
+    url: HttpUrl = Field(description="Where each message is POSTed.")
+    secret: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key; use ${ENV_VAR} in hub.yaml, never a literal."
+    )
+    timeout: float = Field(default=10.0, gt=0, description="Seconds for the whole request.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")
+    transient_statuses: frozenset[int] = Field(
+        default=_TRANSIENT_STATUSES,
+        description="HTTP statuses retried; every other non-2xx status is a permanent failure.",
+    )
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """Signature header value; the timestamp binds it in time so a replay can be refused."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date); None if absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
+
+
+@register("connector", "http")
+class HttpConnector(Connector):
+    settings_model = HttpSettings
+    settings: HttpSettings
+
+    def __init__(self, name: str, settings: HttpSettings) -> None:
+        super().__init__(name, settings)
+        self._client: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.settings.timeout)
+
+    async def send(self, message: Outbound) -> SendResult:
+        await self.start()
+        assert self._client is not None
+        timestamp = str(int(time.time()))
+        headers = {
+            **self.settings.headers,
+            "Content-Type": message.content_type,
+            MESSAGE_ID_HEADER: message.message_id,
+            TIMESTAMP_HEADER: timestamp,
+            "X-Hub-Event-Type": message.event_type,
+            "X-Hub-Attempt": str(message.attempt),
+        }
+        if message.correlation_id:
+            headers["X-Correlation-Id"] = message.correlation_id
+        if self.settings.secret is not None:
+            secret = self.settings.secret.get_secret_value()
+            headers[SIGNATURE_HEADER] = sign(secret, timestamp, message.payload)
+        try:
+            reply = await self._client.post(
+                str(self.settings.url), content=message.payload, headers=headers
+            )
+        except httpx.TimeoutException as exc:
+            return SendResult(Outcome.TRANSIENT, error=f"timed out: {exc!r}", error_class="timeout")
+        except httpx.TransportError as exc:
+            return SendResult(Outcome.TRANSIENT, error=f"transport: {exc!r}", error_class="network")
+        status = f"HTTP {reply.status_code}"
+        body = truncate(reply.content)
+        if 200 <= reply.status_code < 300:
+            return SendResult(Outcome.DELIVERED, status=status, response=body)
+        retry_after = parse_retry_after(reply.headers.get("Retry-After"))
+        if reply.status_code in self.settings.transient_statuses:
+            return SendResult(
+                Outcome.TRANSIENT,
+                status=status,
+                response=body,
+                error=f"receiver answered {reply.status_code}",
+                error_class=f"http_{reply.status_code // 100}xx",
+                retry_after=retry_after,
+            )
+        return SendResult(
+            Outcome.PERMANENT,
+            status=status,
+            response=body,
+            error=f"receiver refused the message with {reply.status_code}",
+            error_class=f"http_{reply.status_code // 100}xx",
+        )
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()

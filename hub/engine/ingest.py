@@ -1,0 +1,192 @@
+"""Accepting events: parse, fan out, and commit durably before anyone is answered.
+
+Concurrent submissions are committed together by one writer thread (group commit): one
+transaction and one fsync for many senders, each still answered only after the commit
+that holds its message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import orjson
+
+from hub.engine.metrics import HubMetrics
+from hub.engine.routing import Router
+from hub.ids import new_id
+from hub.model.errors import EventValidationError
+from hub.model.events import dump_event, parse_events
+from hub.store.records import IngestJob, IngestOutcome, NewEvent, Rejected
+from hub.store.store import Store
+
+__all__ = ["GroupCommitWriter", "IngestResult", "Ingestor"]
+
+log = logging.getLogger("hub.ingest")
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    inbound_id: str
+    outcome: IngestOutcome | None = None  # None when the body was invalid
+    errors: tuple[dict[str, str], ...] = ()
+
+
+class GroupCommitWriter:
+    """One thread that owns ingest transactions and batches whatever is waiting."""
+
+    def __init__(self, store: Store, *, max_batch: int = 500) -> None:
+        self._store = store
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[
+            tuple[IngestJob, asyncio.Future[IngestOutcome], asyncio.AbstractEventLoop] | None
+        ] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="hub-ingest-writer", daemon=True)
+        self._started = False
+        self.committed: list[Callable[[], None]] = []  # called after each commit (wake workers)
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._thread.start()
+
+    def stop(self) -> None:
+        if self._started:
+            self._queue.put(None)
+            self._thread.join()
+            self._started = False
+
+    def submit(self, job: IngestJob) -> asyncio.Future[IngestOutcome]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[IngestOutcome] = loop.create_future()
+        self._queue.put((job, future, loop))
+        return future
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            item = self._queue.get()
+            if item is None:
+                break
+            batch = [item]
+            while len(batch) < self._max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stopping = True
+                    break
+                batch.append(nxt)
+            try:
+                outcomes = self._store.ingest([job for job, _, _ in batch])
+            except Exception as exc:
+                log.exception("ingest commit failed for %d bodies", len(batch))
+                for _, future, loop in batch:
+                    loop.call_soon_threadsafe(_set_exception, future, exc)
+                continue
+            for (_, future, loop), outcome in zip(batch, outcomes, strict=True):
+                loop.call_soon_threadsafe(_set_result, future, outcome)
+            for callback in self.committed:
+                callback()
+
+
+def _set_result(future: asyncio.Future[IngestOutcome], outcome: IngestOutcome) -> None:
+    if not future.done():
+        future.set_result(outcome)
+
+
+def _set_exception(future: asyncio.Future[IngestOutcome], exc: Exception) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+class Ingestor:
+    """Turns a received body into a durable inbound message, events and deliveries."""
+
+    def __init__(
+        self, store: Store, router: Router, writer: GroupCommitWriter, metrics: HubMetrics
+    ) -> None:
+        self.store = store
+        self.router = router
+        self.writer = writer
+        self.metrics = metrics
+
+    async def submit(
+        self,
+        raw: bytes,
+        *,
+        channel: str = "http",
+        content_type: str | None = "application/json",
+        source: str | None = None,
+        allowed_sources: frozenset[str] | None = None,
+    ) -> IngestResult:
+        """Answer only after the body and every delivery it causes are committed.
+
+        An invalid body, or one with an event from a source the caller may not speak
+        for, is stored as rejected and answered with its field errors.
+        """
+        now = time.time()
+        inbound_id = new_id(now)
+        try:
+            parsed = parse_events(raw)
+            errors: tuple[dict[str, str], ...] = ()
+        except EventValidationError as exc:
+            errors = tuple(
+                {"path": e.path, "reason": e.reason, "type": e.error_type} for e in exc.errors
+            )
+        if not errors and allowed_sources is not None and "*" not in allowed_sources:
+            errors = tuple(
+                {
+                    "path": f"events[{i}].source" if len(parsed) > 1 else "source",
+                    "reason": f"this client may not send events from source {e.source!r}",
+                    "type": "forbidden",
+                }
+                for i, e in enumerate(parsed)
+                if e.source not in allowed_sources
+            )
+        if errors:
+            rejected = Rejected(inbound_id, now, channel, source, content_type, raw, list(errors))
+            await asyncio.to_thread(self.store.reject, rejected)
+            self.metrics.rejected.inc()
+            return IngestResult(inbound_id, errors=errors)
+        new_events = []
+        for event in parsed:
+            body = dump_event(event)
+            digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+            new_events.append(
+                NewEvent(
+                    event_id=event.event_id,
+                    type=event.type,
+                    incident_id=event.incident_id,
+                    patient_ref=event.patient_ref,
+                    correlation_id=event.correlation_id,
+                    source=event.source,
+                    occurred_at=event.occurred_at.timestamp(),
+                    body=body,
+                    body_sha256=digest,
+                    deliveries=self.router.fan_out(body, now),
+                )
+            )
+        job = IngestJob(
+            inbound_id=inbound_id,
+            received_at=now,
+            channel=channel,
+            source=source or new_events[0].source,
+            content_type=content_type,
+            raw=raw,
+            events=tuple(new_events),
+        )
+        outcome = await self.writer.submit(job)
+        if outcome.conflicts:
+            self.metrics.rejected.inc()
+        for new, answer in zip(new_events, outcome.answers, strict=False):
+            if not answer.replayed:
+                self.metrics.received.labels(new.type).inc()
+        return IngestResult(inbound_id, outcome)

@@ -1,0 +1,84 @@
+"""Prometheus metrics: counters kept by this process, queue gauges read from the store.
+
+Each app or worker gets its own registry, so several hubs in one test process do not
+share counters.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from hub.store.records import DeliveryStatus, Finished
+from hub.store.store import QueueStat
+
+__all__ = ["HubMetrics", "QueueCollector"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class HubMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.received = Counter(
+            "hub_events_received",
+            "Events accepted, by type.",
+            ["type"],
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "hub_messages_rejected",
+            "Bodies refused and stored as rejected.",
+            registry=self.registry,
+        )
+        self.deliveries = Counter(
+            "hub_delivery_attempts",
+            "Delivery attempts by destination and result: delivered, failed (will retry), dead.",
+            ["destination", "result"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "hub_delivery_latency_seconds",
+            "From acceptance to confirmed delivery.",
+            ["destination"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe(self, destination: str, result: Finished, created_at: float) -> None:
+        if result.new_status is DeliveryStatus.DELIVERED:
+            self.deliveries.labels(destination, "delivered").inc()
+            self.latency.labels(destination).observe(time.time() - created_at)
+        elif result.new_status is DeliveryStatus.DEAD:
+            self.deliveries.labels(destination, "dead").inc()
+        else:
+            self.deliveries.labels(destination, "failed").inc()
+
+
+class QueueCollector(Collector):
+    """Reads queue depth and the oldest pending age from the store at scrape time."""
+
+    def __init__(self, stats: Callable[[], list[QueueStat]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        depth = GaugeMetricFamily(
+            "hub_queue_depth", "Deliveries not yet finished.", labels=["destination", "state"]
+        )
+        oldest = GaugeMetricFamily(
+            "hub_queue_oldest_age_seconds",
+            "Age of the oldest unfinished delivery.",
+            labels=["destination"],
+        )
+        now = time.time()
+        for stat in self._stats():
+            depth.add_metric([stat.destination, "pending"], stat.pending)
+            depth.add_metric([stat.destination, "in_flight"], stat.in_flight)
+            age = 0.0 if stat.oldest_created_at is None else now - stat.oldest_created_at
+            oldest.add_metric([stat.destination], age)
+        yield depth
+        yield oldest

@@ -1,0 +1,65 @@
+"""One hub process: store, group-commit writer, ingestor and (optionally) a worker.
+
+The API and the CLI drive a runtime; the runtime knows nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from hub.config.plan import Plan
+from hub.engine.ingest import GroupCommitWriter, Ingestor
+from hub.engine.metrics import HubMetrics
+from hub.engine.routing import Router
+from hub.engine.worker import Worker
+from hub.store.store import Store
+
+__all__ = ["HubRuntime"]
+
+log = logging.getLogger("hub.runtime")
+
+
+class HubRuntime:
+    def __init__(self, plan: Plan, store: Store | None = None, *, with_worker: bool = True) -> None:
+        self.plan = plan
+        self.store = store or Store.open(plan.database_url, migrate=True)
+        self.metrics = HubMetrics()
+        self.writer = GroupCommitWriter(self.store)
+        self.ingestor = Ingestor(self.store, Router(plan), self.writer, self.metrics)
+        self.worker = Worker(self.store, plan, metrics=self.metrics) if with_worker else None
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Sweep interrupted claims, then start writing and delivering."""
+        if self.worker is not None:
+            swept = await asyncio.to_thread(self._sweep)
+            if swept:
+                log.warning("returned %d interrupted deliveries to the queue", swept)
+            self.writer.committed.append(self.worker.wake)
+            self._stop.clear()
+            self._task = asyncio.create_task(self.worker.run(self._stop), name="hub-worker")
+        self.writer.start()
+
+    def _sweep(self) -> int:
+        # On the embedded SQLite default this process is the only worker, so every
+        # in-flight claim was interrupted; elsewhere leases return them.
+        return self.store.recover() if self.store.sqlite else 0
+
+    async def stop(self) -> None:
+        """Stop accepting, let the worker finish what it holds (grace period), close."""
+        self.writer.stop()
+        if self._task is not None:
+            self._stop.set()
+            grace = self.plan.spec.worker.shutdown_grace
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=grace)
+            except TimeoutError:
+                log.warning("worker did not drain in %.1fs; leases will return its claims", grace)
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+            self._task = None
+        await asyncio.to_thread(self.store.close)

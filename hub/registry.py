@@ -1,0 +1,76 @@
+"""Component registry: one line in a component's own module makes it known to the engine.
+
+Connectors, mappings and adapters register themselves with :func:`register`; plugins
+shipped in other distributions are found through the ``hub.<kind>`` entry-point groups,
+so no central list has to learn about a new component.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any, TypeVar
+
+__all__ = ["RegistryError", "load_builtin", "lookup", "names", "register"]
+
+T = TypeVar("T")
+
+_KINDS = ("connector", "mapping", "adapter")
+_registry: dict[str, dict[str, Any]] = {kind: {} for kind in _KINDS}
+_loaded = False
+
+# Modules whose import registers the built-in components.
+_BUILTIN_MODULES = (
+    "hub.connectors.http",
+    "hub.connectors.file",
+    "mappings.canonical_json",
+)
+
+
+class RegistryError(LookupError):
+    """A component kind or name that nothing registered."""
+
+
+def register(kind: str, name: str) -> Callable[[T], T]:
+    """Decorator: record ``obj`` as component ``name`` of ``kind``; a second name clash fails."""
+    if kind not in _registry:
+        raise RegistryError(f"unknown component kind {kind!r}; kinds are {', '.join(_KINDS)}")
+
+    def decorate(obj: T) -> T:
+        existing = _registry[kind].get(name)
+        if existing is not None and existing is not obj:
+            raise RegistryError(f"{kind} {name!r} is registered twice")
+        _registry[kind][name] = obj
+        return obj
+
+    return decorate
+
+
+def load_builtin() -> None:
+    """Import built-in components and entry-point plugins once; call before any lookup."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)
+    for kind in _KINDS:
+        for ep in entry_points(group=f"hub.{kind}s"):
+            register(kind, ep.name)(ep.load())
+
+
+def lookup(kind: str, name: str) -> Any:
+    """The component registered as ``name``; raises RegistryError listing what exists."""
+    load_builtin()
+    try:
+        return _registry[kind][name]
+    except KeyError:
+        known = ", ".join(sorted(_registry.get(kind, {}))) or "none"
+        raise RegistryError(f"no {kind} named {name!r}; known: {known}") from None
+
+
+def names(kind: str) -> list[str]:
+    """Registered names of one kind, sorted."""
+    load_builtin()
+    return sorted(_registry[kind])

@@ -1,0 +1,134 @@
+"""Plain records passed across the store seam; no SQLAlchemy types leak out of the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "Claimed",
+    "DeliveryStatus",
+    "EventAnswer",
+    "Finished",
+    "IngestJob",
+    "IngestOutcome",
+    "NewDelivery",
+    "NewEvent",
+    "Rejected",
+]
+
+
+class DeliveryStatus(StrEnum):
+    """The outbox state machine: pending → in_flight → delivered | pending (retry) | dead."""
+
+    PENDING = "pending"
+    IN_FLIGHT = "in_flight"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class NewDelivery:
+    message_id: str
+    route: str
+    mapping: str
+    destination: str
+    ordering_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    event_id: str
+    type: str
+    incident_id: str
+    patient_ref: str | None
+    correlation_id: str | None
+    source: str
+    occurred_at: float
+    body: dict[str, Any]
+    body_sha256: str
+    deliveries: tuple[NewDelivery, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestJob:
+    """One received body and the events and deliveries it causes: one unit of durability."""
+
+    inbound_id: str
+    received_at: float
+    channel: str
+    source: str | None
+    content_type: str | None
+    raw: bytes
+    events: tuple[NewEvent, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A body the hub could not accept; kept with the reason so nothing is lost."""
+
+    inbound_id: str
+    received_at: float
+    channel: str
+    source: str | None
+    content_type: str | None
+    raw: bytes
+    errors: list[dict[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class EventAnswer:
+    event_id: str
+    inbound_id: str
+    deliveries: tuple[tuple[str, str, str], ...]  # (message_id, destination, route)
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class IngestOutcome:
+    """Either every event's answer, or a conflict (same event id, different body)."""
+
+    answers: tuple[EventAnswer, ...] = ()
+    conflicts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A delivery leased to one worker; ``event`` is set only when it still needs mapping."""
+
+    id: int
+    message_id: str
+    event_id: str
+    incident_id: str
+    correlation_id: str | None
+    event_type: str
+    route: str
+    mapping: str
+    destination: str
+    ordering_key: str
+    attempts: int
+    created_at: float
+    payload: bytes | None
+    content_type: str | None
+    event: dict[str, Any] | None
+
+
+@dataclass(slots=True)
+class Finished:
+    """What one attempt did, and the delivery's state after it."""
+
+    delivery_id: int
+    number: int
+    worker: str
+    started_at: float
+    latency_ms: float
+    outcome: str
+    new_status: DeliveryStatus
+    next_attempt_at: float
+    status: str | None = None
+    response: str | None = None
+    error_class: str | None = None
+    error: str | None = None
+    payload: bytes | None = None  # set when this attempt mapped the event
+    content_type: str | None = None

@@ -1,0 +1,654 @@
+"""The store seam: every query the engine relies on, for SQLite and PostgreSQL.
+
+Methods are synchronous and each runs in one transaction; the engine calls them from
+worker threads. The only back-end difference is how a worker claims deliveries.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
+
+from hub.store.database import is_sqlite, make_engine, upgrade
+from hub.store.records import (
+    Claimed,
+    DeliveryStatus,
+    EventAnswer,
+    Finished,
+    IngestJob,
+    IngestOutcome,
+    Rejected,
+)
+from hub.store.tables import attempts, audit_log, deliveries, events, inbound_messages
+
+__all__ = ["MessagePage", "QueueStat", "ResendError", "Store"]
+
+_OPEN = (DeliveryStatus.PENDING.value, DeliveryStatus.IN_FLIGHT.value)
+
+# Due deliveries that are the head of their (destination, ordering_key) queue: nothing
+# older for the same key is still pending or in flight. That one rule gives FIFO per key
+# (a retrying head blocks its key) while different keys proceed in parallel. An expired
+# lease makes an in-flight row claimable again (its worker died). Dead rows do not block.
+_CLAIM = """
+SELECT d.id FROM deliveries d
+WHERE ((d.status = 'pending' AND d.next_attempt_at <= :now)
+       OR (d.status = 'in_flight' AND d.lease_until < :now))
+  {exclude}
+  AND NOT EXISTS (
+    SELECT 1 FROM deliveries e
+    WHERE e.destination = d.destination AND e.ordering_key = d.ordering_key
+      AND e.status IN ('pending', 'in_flight') AND e.id < d.id)
+ORDER BY d.id
+LIMIT :limit
+"""
+# PostgreSQL: rows another worker is claiming are skipped, not waited for. The NOT EXISTS
+# still sees those rows, so a second worker can never take the next row of the same key.
+_SKIP_LOCKED = " FOR UPDATE OF d SKIP LOCKED"
+
+
+class ResendError(ValueError):
+    """The delivery does not exist or is still queued."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStat:
+    destination: str
+    pending: int
+    in_flight: int
+    oldest_created_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class MessagePage:
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+class Store:
+    """The hub's persistence; one instance per process, safe to share between threads."""
+
+    def __init__(self, url: str, *, engine: Engine | None = None, pool_size: int = 8) -> None:
+        self.url = url
+        self.sqlite = is_sqlite(url)
+        self.engine = engine or make_engine(url, pool_size=pool_size)
+        self._claim_sql: dict[tuple[str, ...], Any] = {}
+
+    @classmethod
+    def open(cls, url: str, *, migrate: bool = False, pool_size: int = 8) -> Store:
+        store = cls(url, pool_size=pool_size)
+        if migrate:
+            upgrade(store.engine)
+        return store
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ---------------------------------------------------------------- ingest
+
+    def ingest(self, jobs: Sequence[IngestJob]) -> list[IngestOutcome]:
+        """Commit many received bodies in one transaction (group commit).
+
+        A repeated event id creates nothing and answers as it was first answered; the
+        same id with a different body is a conflict and rejects its whole body. Returns
+        one outcome per job, in order, only after the commit.
+        """
+        for attempt in range(3):
+            try:
+                with self.engine.begin() as conn:
+                    return self._ingest(conn, jobs)
+            except IntegrityError:
+                # Another process inserted one of these event ids after our read; the
+                # retry reads it and answers as a replay.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _ingest(self, conn: Connection, jobs: Sequence[IngestJob]) -> list[IngestOutcome]:
+        ids = list({e.event_id for job in jobs for e in job.events})
+        known: dict[str, tuple[str, str]] = {}
+        for chunk in _chunks(ids, 500):
+            rows = conn.execute(
+                select(events.c.event_id, events.c.inbound_id, events.c.body_sha256).where(
+                    events.c.event_id.in_(chunk)
+                )
+            )
+            known.update({r.event_id: (r.inbound_id, r.body_sha256) for r in rows})
+
+        inbound_rows: list[dict[str, Any]] = []
+        event_rows: list[dict[str, Any]] = []
+        delivery_rows: list[dict[str, Any]] = []
+        rejected_rows: list[dict[str, Any]] = []
+        plans: list[list[EventAnswer | str] | tuple[str, ...]] = []
+        replayed_ids: set[str] = set()
+
+        for job in jobs:
+            conflicts = tuple(
+                e.event_id
+                for e in job.events
+                if e.event_id in known and known[e.event_id][1] != e.body_sha256
+            )
+            if conflicts:
+                rejected_rows.append(_conflict_row(job, conflicts))
+                plans.append(conflicts)
+                continue
+            answers: list[EventAnswer | str] = []
+            fresh = []
+            for e in job.events:
+                if e.event_id in known:
+                    answers.append(e.event_id)
+                    replayed_ids.add(e.event_id)
+                    continue
+                known[e.event_id] = (job.inbound_id, e.body_sha256)
+                fresh.append(e)
+                answers.append(
+                    EventAnswer(
+                        e.event_id,
+                        job.inbound_id,
+                        tuple((d.message_id, d.destination, d.route) for d in e.deliveries),
+                    )
+                )
+            plans.append(answers)
+            if not fresh:
+                continue  # a pure repeat creates nothing
+            first = fresh[0]
+            inbound_rows.append(
+                {
+                    "id": job.inbound_id,
+                    "received_at": job.received_at,
+                    "channel": job.channel,
+                    "source": job.source,
+                    "content_type": job.content_type,
+                    "raw": job.raw,
+                    "status": "accepted",
+                    "error": None,
+                    "event_count": len(job.events),
+                    "incident_id": first.incident_id,
+                    "correlation_id": first.correlation_id,
+                }
+            )
+            for e in fresh:
+                event_rows.append(
+                    {
+                        "event_id": e.event_id,
+                        "inbound_id": job.inbound_id,
+                        "type": e.type,
+                        "incident_id": e.incident_id,
+                        "patient_ref": e.patient_ref,
+                        "correlation_id": e.correlation_id,
+                        "source": e.source,
+                        "occurred_at": e.occurred_at,
+                        "received_at": job.received_at,
+                        "body": e.body,
+                        "body_sha256": e.body_sha256,
+                    }
+                )
+                for d in e.deliveries:
+                    delivery_rows.append(
+                        {
+                            "message_id": d.message_id,
+                            "event_id": e.event_id,
+                            "inbound_id": job.inbound_id,
+                            "incident_id": e.incident_id,
+                            "correlation_id": e.correlation_id,
+                            "event_type": e.type,
+                            "route": d.route,
+                            "mapping": d.mapping,
+                            "destination": d.destination,
+                            "ordering_key": d.ordering_key,
+                            "status": DeliveryStatus.PENDING.value,
+                            "attempts": 0,
+                            "created_at": job.received_at,
+                            "updated_at": job.received_at,
+                            "next_attempt_at": job.received_at,
+                        }
+                    )
+
+        if inbound_rows or rejected_rows:
+            conn.execute(insert(inbound_messages), inbound_rows + rejected_rows)
+        if event_rows:
+            conn.execute(insert(events), event_rows)
+        if delivery_rows:
+            conn.execute(insert(deliveries), delivery_rows)
+        replays = self._answers_for(conn, replayed_ids, known)
+
+        outcomes = []
+        for plan in plans:
+            if isinstance(plan, tuple):
+                outcomes.append(IngestOutcome(conflicts=plan))
+            else:
+                outcomes.append(
+                    IngestOutcome(
+                        answers=tuple(a if isinstance(a, EventAnswer) else replays[a] for a in plan)
+                    )
+                )
+        return outcomes
+
+    def _answers_for(
+        self, conn: Connection, event_ids: set[str], known: dict[str, tuple[str, str]]
+    ) -> dict[str, EventAnswer]:
+        # Rebuilt from the rows the first request created, in creation order, so a replay
+        # answers with exactly the first answer.
+        found: dict[str, list[tuple[str, str, str]]] = {i: [] for i in event_ids}
+        for chunk in _chunks(sorted(event_ids), 500):
+            rows = conn.execute(
+                select(
+                    deliveries.c.event_id,
+                    deliveries.c.message_id,
+                    deliveries.c.destination,
+                    deliveries.c.route,
+                )
+                .where(deliveries.c.event_id.in_(chunk))
+                .order_by(deliveries.c.id)
+            )
+            for r in rows:
+                found[r.event_id].append((r.message_id, r.destination, r.route))
+        return {i: EventAnswer(i, known[i][0], tuple(found[i]), replayed=True) for i in event_ids}
+
+    def reject(self, item: Rejected) -> None:
+        """Keep a body the hub refused, with why: an invalid message is never lost."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(inbound_messages),
+                {
+                    "id": item.inbound_id,
+                    "received_at": item.received_at,
+                    "channel": item.channel,
+                    "source": item.source,
+                    "content_type": item.content_type,
+                    "raw": item.raw,
+                    "status": "rejected",
+                    "error": item.errors,
+                    "event_count": 0,
+                },
+            )
+
+    # ---------------------------------------------------------------- delivery
+
+    def claim(
+        self,
+        worker: str,
+        *,
+        limit: int,
+        lease_seconds: float,
+        exclude: Sequence[str] = (),
+        now: float | None = None,
+    ) -> list[Claimed]:
+        """Lease up to ``limit`` due queue heads to ``worker``.
+
+        The caller must report every claimed delivery through :meth:`finish` or
+        :meth:`release` before the lease ends, or another worker may take it over.
+        """
+        now = time.time() if now is None else now
+        sql = self._claim_statement(tuple(sorted(exclude)))
+        with self.engine.begin() as conn:
+            params: dict[str, Any] = {"now": now, "limit": limit}
+            params.update({f"x{i}": name for i, name in enumerate(sorted(exclude))})
+            ids = [row[0] for row in conn.execute(sql, params)]
+            if not ids:
+                return []
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id.in_(ids))
+                .values(
+                    status=DeliveryStatus.IN_FLIGHT.value,
+                    lease_until=now + lease_seconds,
+                    claimed_by=worker,
+                    updated_at=now,
+                )
+            )
+            rows = conn.execute(
+                select(deliveries, events.c.body)
+                .join(events, events.c.event_id == deliveries.c.event_id)
+                .where(deliveries.c.id.in_(ids))
+                .order_by(deliveries.c.id)
+            ).all()
+        return [
+            Claimed(
+                id=r.id,
+                message_id=r.message_id,
+                event_id=r.event_id,
+                incident_id=r.incident_id,
+                correlation_id=r.correlation_id,
+                event_type=r.event_type,
+                route=r.route,
+                mapping=r.mapping,
+                destination=r.destination,
+                ordering_key=r.ordering_key,
+                attempts=r.attempts,
+                created_at=r.created_at,
+                payload=r.payload,
+                content_type=r.content_type,
+                event=r.body if r.payload is None else None,
+            )
+            for r in rows
+        ]
+
+    def _claim_statement(self, exclude: tuple[str, ...]) -> Any:
+        cached = self._claim_sql.get(exclude)
+        if cached is None:
+            names = ", ".join(f":x{i}" for i in range(len(exclude)))
+            clause = f"AND d.destination NOT IN ({names})" if exclude else ""
+            sql = _CLAIM.format(exclude=clause)
+            if not self.sqlite:
+                sql += _SKIP_LOCKED
+            cached = self._claim_sql[exclude] = text(sql)
+        return cached
+
+    def finish(self, results: Sequence[Finished]) -> None:
+        """Record attempts and move their deliveries on, in one transaction.
+
+        A row whose lease was taken over by another worker is left alone: the attempt is
+        still recorded, because it happened.
+        """
+        if not results:
+            return
+        updates = [
+            {
+                "b_id": r.delivery_id,
+                "b_worker": r.worker,
+                "b_status": r.new_status.value,
+                "b_attempts": r.number,
+                "b_next": r.next_attempt_at,
+                "b_now": r.started_at + r.latency_ms / 1000,
+                "b_delivered": (
+                    r.started_at + r.latency_ms / 1000
+                    if r.new_status is DeliveryStatus.DELIVERED
+                    else None
+                ),
+                "b_error": r.error,
+            }
+            for r in results
+        ]
+        payloads = [
+            {"b_id": r.delivery_id, "b_payload": r.payload, "b_type": r.content_type}
+            for r in results
+            if r.payload is not None
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == bindparam("b_id"))
+                .where(deliveries.c.claimed_by == bindparam("b_worker"))
+                .where(deliveries.c.status == DeliveryStatus.IN_FLIGHT.value)
+                .values(
+                    status=bindparam("b_status"),
+                    attempts=bindparam("b_attempts"),
+                    next_attempt_at=bindparam("b_next"),
+                    updated_at=bindparam("b_now"),
+                    delivered_at=bindparam("b_delivered"),
+                    last_error=bindparam("b_error"),
+                    lease_until=None,
+                ),
+                updates,
+            )
+            if payloads:
+                conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id == bindparam("b_id"))
+                    .values(payload=bindparam("b_payload"), content_type=bindparam("b_type")),
+                    payloads,
+                )
+            conn.execute(
+                insert(attempts),
+                [
+                    {
+                        "delivery_id": r.delivery_id,
+                        "number": r.number,
+                        "worker": r.worker,
+                        "started_at": r.started_at,
+                        "latency_ms": r.latency_ms,
+                        "outcome": r.outcome,
+                        "status": r.status,
+                        "response": r.response,
+                        "error_class": r.error_class,
+                        "error": r.error,
+                    }
+                    for r in results
+                ],
+            )
+
+    def release(self, worker: str, ids: Iterable[int]) -> None:
+        """Hand unsent claims back (shutdown) so another worker can take them at once."""
+        ids = list(ids)
+        if not ids:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id.in_(ids))
+                .where(deliveries.c.claimed_by == worker)
+                .where(deliveries.c.status == DeliveryStatus.IN_FLIGHT.value)
+                .values(status=DeliveryStatus.PENDING.value, lease_until=None, claimed_by=None)
+            )
+
+    def recover(self, *, worker_prefix: str | None = None) -> int:
+        """Start-up sweep: return interrupted claims to the queue.
+
+        With ``worker_prefix`` only claims of workers whose id starts with it (this host's
+        dead processes); without it every in-flight claim, which is right only when no
+        other worker shares the database (the embedded SQLite default).
+        """
+        stmt = update(deliveries).where(deliveries.c.status == DeliveryStatus.IN_FLIGHT.value)
+        if worker_prefix is not None:
+            stmt = stmt.where(deliveries.c.claimed_by.startswith(worker_prefix, autoescape=True))
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                stmt.values(status=DeliveryStatus.PENDING.value, lease_until=None, claimed_by=None)
+            )
+            return int(result.rowcount)
+
+    def resend(self, delivery_id: int, *, actor: str, remap: bool = False) -> None:
+        """Queue a dead or delivered delivery again, keeping its message id.
+
+        ``remap`` drops the stored payload so the mapping runs again (after a fix).
+        """
+        now = time.time()
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(deliveries.c.status).where(deliveries.c.id == delivery_id)
+            ).first()
+            if row is None:
+                raise ResendError(f"no delivery {delivery_id}")
+            if row.status in _OPEN:
+                raise ResendError(f"delivery {delivery_id} is still {row.status}")
+            values: dict[str, Any] = {
+                "status": DeliveryStatus.PENDING.value,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "updated_at": now,
+                "delivered_at": None,
+                "claimed_by": None,
+                "lease_until": None,
+            }
+            if remap:
+                values.update(payload=None, content_type=None)
+            conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(values))
+            self._audit(conn, actor, "delivery.resend", str(delivery_id), {"remap": remap})
+
+    def incident_events(self, incident_id: str, *, until: float) -> list[dict[str, Any]]:
+        """Bodies of an incident's events received up to ``until``, for stateful mappings."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(events.c.body)
+                .where(events.c.incident_id == incident_id)
+                .where(events.c.received_at <= until)
+                .order_by(events.c.occurred_at, events.c.received_at)
+            )
+            return [r.body for r in rows]
+
+    # ---------------------------------------------------------------- browse
+
+    def list_messages(
+        self,
+        *,
+        incident_id: str | None = None,
+        status: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> MessagePage:
+        """Newest first, keyset-paged on (received_at, id) so deep pages stay cheap."""
+        m = inbound_messages
+        stmt = select(
+            m.c.id,
+            m.c.received_at,
+            m.c.channel,
+            m.c.source,
+            m.c.content_type,
+            m.c.status,
+            m.c.event_count,
+            m.c.incident_id,
+            m.c.correlation_id,
+            m.c.error,
+        )
+        if incident_id is not None:
+            stmt = stmt.where(m.c.incident_id == incident_id)
+        if status is not None:
+            stmt = stmt.where(m.c.status == status)
+        if since is not None:
+            stmt = stmt.where(m.c.received_at >= since)
+        if until is not None:
+            stmt = stmt.where(m.c.received_at < until)
+        if cursor:
+            at_text, _, last_id = cursor.partition("_")
+            at = float(at_text)
+            stmt = stmt.where(
+                (m.c.received_at < at) | ((m.c.received_at == at) & (m.c.id < last_id))
+            )
+        stmt = stmt.order_by(m.c.received_at.desc(), m.c.id.desc()).limit(limit + 1)
+        with self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(stmt)]
+        next_cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            last = rows[-1]
+            next_cursor = f"{last['received_at']!r}_{last['id']}"
+        return MessagePage(rows, next_cursor)
+
+    def get_message(self, inbound_id: str, *, actor: str) -> dict[str, Any] | None:
+        """A message with its events, deliveries and attempts; the read is audited."""
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(inbound_messages).where(inbound_messages.c.id == inbound_id)
+            ).first()
+            if row is None:
+                return None
+            message = dict(row._mapping)
+            message["events"] = [
+                dict(r._mapping)
+                for r in conn.execute(
+                    select(events)
+                    .where(events.c.inbound_id == inbound_id)
+                    .order_by(events.c.occurred_at)
+                )
+            ]
+            drows = [
+                dict(r._mapping)
+                for r in conn.execute(
+                    select(deliveries)
+                    .where(deliveries.c.inbound_id == inbound_id)
+                    .order_by(deliveries.c.id)
+                )
+            ]
+            by_id = {d["id"]: d for d in drows}
+            for d in drows:
+                d["attempt_log"] = []
+            if by_id:
+                for a in conn.execute(
+                    select(attempts)
+                    .where(attempts.c.delivery_id.in_(list(by_id)))
+                    .order_by(attempts.c.id)
+                ):
+                    by_id[a.delivery_id]["attempt_log"].append(dict(a._mapping))
+            message["deliveries"] = drows
+            self._audit(conn, actor, "message.read", inbound_id, None)
+        return message
+
+    def delivery(self, delivery_id: int) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(deliveries).where(deliveries.c.id == delivery_id)).first()
+            return None if row is None else dict(row._mapping)
+
+    def delivery_by_message_id(self, message_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(deliveries).where(deliveries.c.message_id == message_id)
+            ).first()
+            return None if row is None else dict(row._mapping)
+
+    def queue_stats(self) -> list[QueueStat]:
+        """Depth and oldest pending age per destination, for /metrics and `hub` status."""
+        d = deliveries
+        stmt = (
+            select(d.c.destination, d.c.status, func.count(), func.min(d.c.created_at))
+            .where(d.c.status.in_(_OPEN))
+            .group_by(d.c.destination, d.c.status)
+        )
+        acc: dict[str, list[Any]] = {}
+        with self.engine.connect() as conn:
+            for dest, status, count, oldest in conn.execute(stmt):
+                entry = acc.setdefault(dest, [0, 0, None])
+                entry[0 if status == DeliveryStatus.PENDING.value else 1] += count
+                if oldest is not None and (entry[2] is None or oldest < entry[2]):
+                    entry[2] = oldest
+        return [QueueStat(k, v[0], v[1], v[2]) for k, v in sorted(acc.items())]
+
+    def status_counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(deliveries.c.status, func.count()).group_by(deliveries.c.status)
+            )
+            return {status: int(count) for status, count in rows}
+
+    def audit(self, actor: str, action: str, subject: str | None, details: Any = None) -> None:
+        with self.engine.begin() as conn:
+            self._audit(conn, actor, action, subject, details)
+
+    @staticmethod
+    def _audit(
+        conn: Connection, actor: str, action: str, subject: str | None, details: Any
+    ) -> None:
+        conn.execute(
+            insert(audit_log),
+            {
+                "at": time.time(),
+                "actor": actor,
+                "action": action,
+                "subject": subject,
+                "details": details,
+            },
+        )
+
+
+def _conflict_row(job: IngestJob, conflicts: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        "id": job.inbound_id,
+        "received_at": job.received_at,
+        "channel": job.channel,
+        "source": job.source,
+        "content_type": job.content_type,
+        "raw": job.raw,
+        "status": "rejected",
+        "error": [
+            {
+                "path": "event_id",
+                "reason": f"event id {c} was already accepted with a different body",
+                "type": "conflict",
+            }
+            for c in conflicts
+        ],
+        "event_count": 0,
+        "incident_id": None,
+        "correlation_id": None,
+    }
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
