@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import signal
 import sys
@@ -20,17 +19,11 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+from hub.logs import configure as configure_logging
+
 __all__ = ["load_config", "main", "serve"]
 
 DEFAULT_CONFIG = "hub.yaml"
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format='{"t":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
-        stream=sys.stderr,
-    )
 
 
 def load_config(path: str | None) -> Any:
@@ -236,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _configure_logging(args.log_level)
+    configure_logging(args.log_level)
     with contextlib.suppress(KeyboardInterrupt):
         return int(args.func(args))
     return 130

@@ -75,7 +75,7 @@ def _run(args: argparse.Namespace) -> int:
     print(f"  file outbox        {workdir / 'outbox'}")
     print(f"  config             {workdir / 'hub.yaml'}")
     if not args.no_play:
-        threading.Thread(target=_play, args=(hub_url,), daemon=True).start()
+        threading.Thread(target=_play, args=(hub_url, twin_server.url), daemon=True).start()
     try:
         serve(plan, port=args.port)
     finally:
@@ -83,7 +83,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _play(hub_url: str) -> None:
+def _play(hub_url: str, twin_url: str) -> None:
     """Post each scenario once the hub answers, and say what happened."""
     with httpx.Client(timeout=10) as client:
         for _ in range(200):
@@ -99,6 +99,9 @@ def _play(hub_url: str) -> None:
                 headers={"content-type": "application/json"},
             )
             print(f"  played {path.stem}: HTTP {reply.status_code}")
+        time.sleep(1.0)
+        seen = client.get(f"{twin_url}/_twin/received").json()
+        print(f"  webhook twin accepted {seen['accepted']} messages ({seen['calls']} calls)")
 
 
 def add_command(sub: Any) -> None:

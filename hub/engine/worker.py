@@ -47,6 +47,11 @@ def build_connectors(plan: Plan) -> dict[str, Connector]:
 class Worker:
     """Drains the outbox until ``stop`` is set, then finishes what it holds.
 
+    Each destination claims only as many deliveries as it has free send slots, and each
+    send is recorded as soon as it ends (results are committed in groups), so a slow
+    partner never holds up another. A delivery stays ``in_flight`` until its result is
+    committed, which keeps the next delivery of its key unclaimable until then.
+
     Call :meth:`wake` (from any thread) after a commit that created deliveries, so they
     go out without waiting for the next poll.
     """
@@ -66,10 +71,13 @@ class Worker:
         self.connectors = dict(connectors) if connectors is not None else build_connectors(plan)
         self.name = name or worker_id()
         self._spec = plan.spec.worker
-        self._limits = {n: asyncio.Semaphore(d.max_in_flight) for n, d in plan.destinations.items()}
-        self._disabled = tuple(n for n, d in plan.destinations.items() if not d.enabled)
+        self._active = [n for n, d in plan.destinations.items() if d.enabled]
+        self._in_flight = dict.fromkeys(plan.destinations, 0)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._results: list[tuple[Claimed, Finished]] = []
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-worker-db")
         self._wake: asyncio.Event | None = None
+        self._recorded: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def wake(self) -> None:
@@ -85,52 +93,91 @@ class Worker:
         """Loop until ``stop`` is set; in-flight sends are finished and recorded first."""
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        self._recorded = asyncio.Event()
         for connector in self.connectors.values():
             await connector.start()
         try:
             while not stop.is_set():
-                claimed: list[Claimed] = await self._db_call(
-                    self.store.claim,
-                    self.name,
-                    limit=self._spec.batch_size,
-                    lease_seconds=self._spec.lease_seconds,
-                    exclude=self._disabled,
-                )
-                if claimed:
-                    await self._deliver(claimed)
-                    continue
                 self._wake.clear()
-                stop_wait = asyncio.ensure_future(stop.wait())
-                wake_wait = asyncio.ensure_future(self._wake.wait())
-                await asyncio.wait(
-                    {stop_wait, wake_wait},
-                    timeout=self._spec.poll_interval,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                stop_wait.cancel()
-                wake_wait.cancel()
+                if await self._claim_and_start():
+                    continue
+                await _first_of(stop, self._wake, within=self._spec.poll_interval)
+            await self._drain()
         finally:
             for connector in self.connectors.values():
                 await connector.close()
             self._db.shutdown(wait=True)
 
     async def run_once(self) -> int:
-        """Claim and deliver one batch; the number handled. For tests and `hub` tooling."""
-        claimed = self.store.claim(
-            self.name,
-            limit=self._spec.batch_size,
-            lease_seconds=self._spec.lease_seconds,
-            exclude=self._disabled,
-        )
-        if claimed:
-            await self._deliver(claimed)
-        return len(claimed)
+        """Claim one round for every destination, deliver and record it; the number handled.
 
-    async def _deliver(self, claimed: list[Claimed]) -> None:
-        results = await asyncio.gather(*(self._attempt(c) for c in claimed))
-        await self._db_call(self.store.finish, results)
-        for result, c in zip(results, claimed, strict=True):
-            self.metrics.observe(c.destination, result, c.created_at)
+        For tests and tooling; ``run`` is the long-lived loop.
+        """
+        self._wake = self._wake or asyncio.Event()
+        self._recorded = self._recorded or asyncio.Event()
+        started = await self._claim_and_start()
+        await self._drain()
+        return started
+
+    async def _claim_and_start(self) -> int:
+        started = 0
+        for name in self._active:
+            free = self.plan.destinations[name].max_in_flight - self._in_flight[name]
+            if free <= 0:
+                continue
+            claimed: list[Claimed] = await self._db_call(
+                self.store.claim,
+                self.name,
+                limit=min(free, self._spec.batch_size),
+                lease_seconds=self._spec.lease_seconds,
+                destination=name,
+            )
+            for c in claimed:
+                self._in_flight[name] += 1
+                task = asyncio.create_task(self._run_one(c))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            started += len(claimed)
+        return started
+
+    async def _run_one(self, c: Claimed) -> None:
+        finished = await self._attempt(c)
+        self._results.append((c, finished))
+        if len(self._results) == 1:
+            task = asyncio.get_running_loop().create_task(self._record())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _record(self) -> None:
+        """Commit every result waiting now in one transaction, then free their slots."""
+        await asyncio.sleep(0)  # let sends finishing in this loop turn join the group
+        batch, self._results = self._results, []
+        if not batch:
+            return
+        try:
+            await self._db_call(self.store.finish, [f for _, f in batch])
+            recorded = True
+        except Exception:
+            # The rows stay in_flight in the database; their leases expire and they are
+            # sent again with the same message ids (at least once), so only free the slots.
+            log.exception("could not record %d attempts; leases will return them", len(batch))
+            recorded = False
+        for c, finished in batch:
+            self._in_flight[c.destination] -= 1
+            if recorded:
+                self.metrics.observe(c.destination, finished, c.created_at)
+        assert self._wake is not None and self._recorded is not None
+        self._wake.set()
+        self._recorded.set()
+
+    async def _drain(self) -> None:
+        assert self._recorded is not None
+        while self._tasks or any(self._in_flight.values()):
+            if self._tasks:
+                await asyncio.gather(*list(self._tasks))
+            if any(self._in_flight.values()):
+                self._recorded.clear()
+                await self._recorded.wait()
 
     async def _attempt(self, c: Claimed) -> Finished:
         started = time.time()
@@ -171,14 +218,13 @@ class Worker:
             correlation_id=c.correlation_id,
             event_type=c.event_type,
         )
-        async with self._limits[c.destination]:
-            try:
-                result = await connector.send(message)
-            except Exception as exc:
-                log.exception("connector %s raised for delivery %s", c.destination, c.id)
-                result = SendResult(
-                    Outcome.TRANSIENT, error=f"connector raised {exc!r}", error_class="connector"
-                )
+        try:
+            result = await connector.send(message)
+        except Exception as exc:
+            log.exception("connector %s raised for delivery %s", c.destination, c.id)
+            result = SendResult(
+                Outcome.TRANSIENT, error=f"connector raised {exc!r}", error_class="connector"
+            )
         return self._finish(c, dest, result, started, number, mapped)
 
     async def _map(self, c: Claimed, dest: Destination) -> Payload:
@@ -242,3 +288,13 @@ class Worker:
             payload=mapped.body if mapped is not None else None,
             content_type=mapped.content_type if mapped is not None else None,
         )
+
+
+async def _first_of(*events: asyncio.Event, within: float) -> None:
+    """Return when any event is set or after ``within`` seconds."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

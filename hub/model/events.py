@@ -164,17 +164,20 @@ EVENT_CLASSES = MappingProxyType(dict(zip(EVENT_TYPES, _CLASSES, strict=True)))
 """Event type -> envelope class."""
 
 
+_NonEmptyEvents = Annotated[list[Event], Field(min_length=1)]
+
+
 class EventBatch(CanonicalModel):
     """The `{"events": [...]}` form of a batch."""
 
-    events: Annotated[list[Event], Field(min_length=1)]
+    events: _NonEmptyEvents
 
 
 _EVENT: TypeAdapter[Event] = TypeAdapter(Event)
-_EVENT_LIST: TypeAdapter[list[Event]] = TypeAdapter(Annotated[list[Event], Field(min_length=1)])
+_EVENT_LIST: TypeAdapter[list[Event]] = TypeAdapter(_NonEmptyEvents)
 _BATCH: TypeAdapter[EventBatch] = TypeAdapter(EventBatch)
 _BODY: TypeAdapter[list[Event] | EventBatch | Event] = TypeAdapter(
-    Annotated[list[Event] | EventBatch | Event, Field(union_mode="left_to_right")]
+    Annotated[_NonEmptyEvents | EventBatch | Event, Field(union_mode="left_to_right")]
 )
 
 _BODY_SHAPE = 'the body must be an event object, an array of events, or {"events": [...]}'
@@ -191,10 +194,6 @@ def parse_events(body: bytes | str) -> list[Event]:
         parsed = _BODY.validate_json(body)
     except ValidationError as error:
         raise EventValidationError(_explain(body, error)) from None
-    except UnicodeError:
-        raise EventValidationError(
-            [FieldError("", "the body is not valid UTF-8 text", "unicode_invalid")]
-        ) from None
     if isinstance(parsed, list):
         return parsed
     if isinstance(parsed, EventBatch):
@@ -224,11 +223,11 @@ def _explain(body: bytes | str, error: ValidationError) -> list[FieldError]:
     intended shape lets the error name exactly one path per defect.
     """
     details = error.errors(include_url=False)
-    if details and details[0]["type"] == "json_invalid":
-        return [FieldError("", details[0]["msg"], "json_invalid")]
+    if details and details[0]["type"] in ("json_invalid", "string_unicode"):
+        return [FieldError("", details[0]["msg"], details[0]["type"])]
     try:
         value = pydantic_core.from_json(body)
-    except ValueError as json_error:  # pragma: no cover - the fast path already parsed it
+    except (ValueError, TypeError) as json_error:  # pragma: no cover - parsed above already
         return [FieldError("", f"Invalid JSON: {json_error}", "json_invalid")]
     if isinstance(value, list):
         adapter: TypeAdapter[Any] = _EVENT_LIST

@@ -38,7 +38,7 @@ _CLAIM = """
 SELECT d.id FROM deliveries d
 WHERE ((d.status = 'pending' AND d.next_attempt_at <= :now)
        OR (d.status = 'in_flight' AND d.lease_until < :now))
-  {exclude}
+  {only}
   AND NOT EXISTS (
     SELECT 1 FROM deliveries e
     WHERE e.destination = d.destination AND e.ordering_key = d.ordering_key
@@ -76,7 +76,13 @@ class Store:
         self.url = url
         self.sqlite = is_sqlite(url)
         self.engine = engine or make_engine(url, pool_size=pool_size)
-        self._claim_sql: dict[tuple[str, ...], Any] = {}
+        lock = "" if self.sqlite else _SKIP_LOCKED
+        self._claim_sql = {
+            only: text(
+                _CLAIM.format(only="AND d.destination = :destination" if only else "") + lock
+            )
+            for only in (False, True)
+        }
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = False, pool_size: int = 8) -> Store:
@@ -275,19 +281,18 @@ class Store:
         *,
         limit: int,
         lease_seconds: float,
-        exclude: Sequence[str] = (),
+        destination: str | None = None,
         now: float | None = None,
     ) -> list[Claimed]:
-        """Lease up to ``limit`` due queue heads to ``worker``.
+        """Lease up to ``limit`` due queue heads to ``worker``, of one destination or all.
 
         The caller must report every claimed delivery through :meth:`finish` or
         :meth:`release` before the lease ends, or another worker may take it over.
         """
         now = time.time() if now is None else now
-        sql = self._claim_statement(tuple(sorted(exclude)))
+        sql = self._claim_sql[destination is not None]
         with self.engine.begin() as conn:
-            params: dict[str, Any] = {"now": now, "limit": limit}
-            params.update({f"x{i}": name for i, name in enumerate(sorted(exclude))})
+            params: dict[str, Any] = {"now": now, "limit": limit, "destination": destination}
             ids = [row[0] for row in conn.execute(sql, params)]
             if not ids:
                 return []
@@ -327,17 +332,6 @@ class Store:
             )
             for r in rows
         ]
-
-    def _claim_statement(self, exclude: tuple[str, ...]) -> Any:
-        cached = self._claim_sql.get(exclude)
-        if cached is None:
-            names = ", ".join(f":x{i}" for i in range(len(exclude)))
-            clause = f"AND d.destination NOT IN ({names})" if exclude else ""
-            sql = _CLAIM.format(exclude=clause)
-            if not self.sqlite:
-                sql += _SKIP_LOCKED
-            cached = self._claim_sql[exclude] = text(sql)
-        return cached
 
     def finish(self, results: Sequence[Finished]) -> None:
         """Record attempts and move their deliveries on, in one transaction.

@@ -54,7 +54,7 @@ def test_birth_date_is_extracted() -> None:
     [
         ("11010519491231002", "resident_id_length", "must have 18 characters, got 17"),
         ("11010519491231002X1", "resident_id_length", "must have 18 characters, got 19"),
-        ("1101051949123100AX", "resident_id_digits", "character 16 is 'A'"),
+        ("1101051949123100AX", "resident_id_digits", "character 17 is 'A'"),
         ("11010519490231002X", "resident_id_birth_date", "birth date 19490231 is not a real"),
         ("110105194913310028", "resident_id_birth_date", "birth date 19491331 is not a real"),
         ("110105194912310021", "resident_id_check_digit", "check digit is 1, expected X"),
