@@ -36,13 +36,18 @@ class RetryPolicy(BaseModel):
     ) -> float | None:
         """Seconds to wait after ``attempts`` failed attempts; None once the schedule is spent.
 
-        A partner's Retry-After is honoured when it asks for longer than the schedule.
+        A partner's Retry-After is honoured when it asks for longer than the schedule, up
+        to ``max_delay``. Jitter never takes a delay above ``max_delay``.
         """
         if attempts >= self.max_attempts:
             return None
-        base = min(self.max_delay, self.initial_delay * self.multiplier ** (attempts - 1))
+        try:
+            grown = self.initial_delay * self.multiplier ** (attempts - 1)
+        except OverflowError:  # a long schedule (2.0 ** 1024 overflows a float): at the cap
+            grown = self.max_delay
+        base = min(self.max_delay, grown)
         spread = base * self.jitter
-        delay = base - spread + (rng or random).random() * 2 * spread
+        delay = min(self.max_delay, base - spread + (rng or random).random() * 2 * spread)
         if retry_after is not None:
             delay = max(delay, min(retry_after, self.max_delay))
         return max(0.0, delay)

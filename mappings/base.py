@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-__all__ = ["MappingContext", "MappingError", "MappingFunction", "Payload"]
+__all__ = ["MappingContext", "MappingError", "MappingFunction", "NothingToSend", "Payload"]
 
 
 class MappingError(ValueError):
@@ -21,6 +21,11 @@ class MappingError(ValueError):
     def __init__(self, message: str, path: str | None = None) -> None:
         super().__init__(f"{path}: {message}" if path else message)
         self.path = path
+
+
+class NothingToSend(Exception):
+    """This event means nothing to this destination (an ADT route seeing an event about
+    another hospital's patient, say). The delivery ends as ``skipped``, with the reason."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,3 +46,10 @@ class MappingContext:
 
 
 MappingFunction = Callable[[Mapping[str, Any], MappingContext], Payload]
+"""A registered mapping may carry two attributes the engine reads:
+
+- ``needs_incident = True``: the worker loads the incident's earlier events into
+  ``ctx.incident_events`` (one indexed read per delivery);
+- ``options_model``: a pydantic model of the route ``options`` it accepts, so that
+  `hub check` reports a bad option before anything is sent.
+"""

@@ -17,7 +17,6 @@ import orjson
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 
 from hub.api.auth import Gate
 from hub.engine.metrics import QueueCollector
@@ -143,15 +142,18 @@ def create_app(runtime: HubRuntime) -> FastAPI:
         cursor: str | None = None,
     ) -> Response:
         gate.check(request, "read")
-        page = await _thread(
-            store.list_messages,
-            incident_id=incident_id,
-            status=status,
-            since=_epoch(since),
-            until=_epoch(until),
-            limit=limit,
-            cursor=cursor,
-        )
+        try:
+            page = await _thread(
+                store.list_messages,
+                incident_id=incident_id,
+                status=status,
+                since=_epoch(since),
+                until=_epoch(until),
+                limit=limit,
+                cursor=cursor,
+            )
+        except ValueError:  # a cursor this API did not hand out
+            raise HTTPException(422, f"invalid cursor {cursor!r}") from None
         items = [{**m, "received_at": _iso(m["received_at"])} for m in page.items]
         return _json({"items": items, "next_cursor": page.next_cursor})
 
@@ -182,7 +184,7 @@ def create_app(runtime: HubRuntime) -> FastAPI:
     @app.get("/readyz", summary="The database answers")
     async def readyz() -> Response:
         try:
-            await _thread(_ping, store.engine)
+            await _thread(store.ping)
         except Exception as exc:
             return _json({"status": "unavailable", "reason": type(exc).__name__}, 503)
         return _json({"status": "ready"})
@@ -193,11 +195,6 @@ def create_app(runtime: HubRuntime) -> FastAPI:
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return app
-
-
-def _ping(engine: Any) -> None:
-    with engine.connect() as conn:
-        conn.execute(text("SELECT 1"))
 
 
 async def _thread(fn: Any, *args: Any, **kwargs: Any) -> Any:

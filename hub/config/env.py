@@ -1,4 +1,7 @@
-"""``${VAR}`` and ``${VAR:-default}`` substitution, so secrets stay in the environment."""
+"""``${VAR}`` and ``${VAR:-default}`` substitution, so secrets stay in the environment.
+
+``${VAR:-default}`` uses the default when VAR is unset or empty, as the shell does.
+"""
 
 from __future__ import annotations
 
@@ -31,8 +34,10 @@ def substitute(
         if match.group(0) == "$$":
             return "$"
         name, default = match.group(1), match.group(2)
-        if name in env:
-            return env[name]
+        value = env.get(name)
+        # As in the shell and compose files: `:-` also replaces a variable set to "".
+        if value is not None and (value or default is None):
+            return value
         if default is not None:
             return default
         missing.append((path, name))

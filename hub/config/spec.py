@@ -18,6 +18,7 @@ __all__ = [
     "ClientSpec",
     "DestinationSpec",
     "HubSpec",
+    "ListenerSpec",
     "RouteSpec",
     "Scope",
     "WhenSpec",
@@ -73,7 +74,7 @@ class WhenSpec(_Spec):
 
 
 class RouteSpec(_Spec):
-    name: str = Field(pattern=_NAME)
+    name: str = Field(pattern=_NAME, description="Unique; recorded on each delivery.")
     when: WhenSpec = Field(default_factory=WhenSpec)
     mapping: str = Field(default="canonical-json", description="Registered mapping name.")
     options: dict[str, Any] = Field(
@@ -101,19 +102,38 @@ class DestinationSpec(BaseModel):
     type: str = Field(description="Registered connector name: http, file, mllp, fhir ...")
     retry: str | RetryPolicy = Field(default="default", description="Policy name or inline.")
     max_in_flight: int = Field(default=16, ge=1, le=1024, description="Concurrent sends.")
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="false: routes to it create nothing.")
+
+
+class ListenerSpec(BaseModel):
+    """A socket the hub listens on; keys other than these are the listener's own settings."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: str = Field(description="Registered listener name: mllp.")
+    enabled: bool = Field(default=True, description="false: not started.")
 
 
 class HubSpec(_Spec):
-    version: Literal[1] = 1
+    version: Literal[1] = Field(default=1, description="Format version of this file.")
     database_url: str = Field(
         default="sqlite:///hub-data/hub.db", description="SQLAlchemy URL; HUB_DATABASE_URL wins."
     )
-    api: ApiSpec = Field(default_factory=ApiSpec)
-    worker: WorkerSpec = Field(default_factory=WorkerSpec)
-    clients: dict[str, ClientSpec] = Field(default_factory=dict)
-    retry_policies: dict[str, RetryPolicy] = Field(
-        default_factory=lambda: {"default": RetryPolicy()}
+    api: ApiSpec = Field(default_factory=ApiSpec, description="The HTTP API.")
+    worker: WorkerSpec = Field(default_factory=WorkerSpec, description="Delivery workers.")
+    clients: dict[str, ClientSpec] = Field(
+        default_factory=dict, description="Systems allowed to call the API, by name."
     )
-    destinations: dict[str, DestinationSpec] = Field(default_factory=dict)
-    routes: list[RouteSpec] = Field(default_factory=list)
+    retry_policies: dict[str, RetryPolicy] = Field(
+        default_factory=lambda: {"default": RetryPolicy()},
+        description="Named policies; `default` is used when a destination names none.",
+    )
+    destinations: dict[str, DestinationSpec] = Field(
+        default_factory=dict, description="Partner endpoints, by name."
+    )
+    routes: list[RouteSpec] = Field(
+        default_factory=list, description="Evaluated in order; every matching route delivers."
+    )
+    listeners: dict[str, ListenerSpec] = Field(
+        default_factory=dict, description="Sockets receiving messages (MLLP), by name."
+    )

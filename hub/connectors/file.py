@@ -26,7 +26,17 @@ class FileSettings(ConnectorSettings):
 
 def _extension(content_type: str) -> str:
     base = content_type.split(";", 1)[0].strip()
-    special = {"application/hl7-v2": ".hl7", "application/fhir+json": ".json"}
+    # Fixed for the types the hub sends: mimetypes depends on the host's /etc/mime.types
+    # (which maps application/xml to .xsl on some systems).
+    special = {
+        "application/hl7-v2": ".hl7",
+        "application/fhir+json": ".json",
+        "application/json": ".json",
+        "application/xml": ".xml",
+        "application/fhir+xml": ".xml",
+        "text/xml": ".xml",
+        "text/plain": ".txt",
+    }
     return special.get(base) or mimetypes.guess_extension(base) or ".bin"
 
 

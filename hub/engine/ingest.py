@@ -13,8 +13,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -22,7 +23,7 @@ from hub.engine.metrics import HubMetrics
 from hub.engine.routing import Router
 from hub.ids import new_id
 from hub.model.errors import EventValidationError
-from hub.model.events import dump_event, parse_events
+from hub.model.events import Event, dump_event, parse_events
 from hub.store.records import IngestJob, IngestOutcome, NewEvent, Rejected
 from hub.store.store import Store
 
@@ -97,6 +98,10 @@ class GroupCommitWriter:
                 callback()
 
 
+def _field_errors(exc: EventValidationError) -> tuple[dict[str, str], ...]:
+    return tuple({"path": e.path, "reason": e.reason, "type": e.error_type} for e in exc.errors)
+
+
 def _set_result(future: asyncio.Future[IngestOutcome], outcome: IngestOutcome) -> None:
     if not future.done():
         future.set_result(outcome)
@@ -138,9 +143,7 @@ class Ingestor:
             parsed = parse_events(raw)
             errors: tuple[dict[str, str], ...] = ()
         except EventValidationError as exc:
-            errors = tuple(
-                {"path": e.path, "reason": e.reason, "type": e.error_type} for e in exc.errors
-            )
+            errors = _field_errors(exc)
         if not errors and allowed_sources is not None and "*" not in allowed_sources:
             errors = tuple(
                 {
@@ -152,10 +155,76 @@ class Ingestor:
                 if e.source not in allowed_sources
             )
         if errors:
-            rejected = Rejected(inbound_id, now, channel, source, content_type, raw, list(errors))
-            await asyncio.to_thread(self.store.reject, rejected)
-            self.metrics.rejected.inc()
+            await self._reject(inbound_id, now, raw, errors, channel, content_type, source)
             return IngestResult(inbound_id, errors=errors)
+        return await self._commit(inbound_id, now, raw, parsed, channel, content_type, source)
+
+    async def submit_foreign(
+        self,
+        raw: bytes,
+        events: Sequence[Mapping[str, Any]],
+        *,
+        channel: str,
+        content_type: str | None,
+        source: str | None = None,
+    ) -> IngestResult:
+        """Store a body received in a foreign format with the events converted from it.
+
+        For sources that are not canonical JSON (HL7 v2 over MLLP): the converter's
+        event dicts are validated exactly like POSTed events (error paths
+        ``events[i]...``) and stored with the original ``raw`` bytes. Answers only after
+        the commit; invalid events reject the whole body, kept raw as rejected.
+        """
+        now = time.time()
+        inbound_id = new_id(now)
+        try:
+            parsed = parse_events(orjson.dumps(list(events)))
+        except EventValidationError as exc:
+            errors = _field_errors(exc)
+            await self._reject(inbound_id, now, raw, errors, channel, content_type, source)
+            return IngestResult(inbound_id, errors=errors)
+        return await self._commit(inbound_id, now, raw, parsed, channel, content_type, source)
+
+    async def reject(
+        self,
+        raw: bytes,
+        errors: Sequence[Mapping[str, str]],
+        *,
+        channel: str,
+        content_type: str | None,
+        source: str | None = None,
+    ) -> str:
+        """Keep a body no event could be read from, with why; returns its inbound id."""
+        now = time.time()
+        inbound_id = new_id(now)
+        await self._reject(inbound_id, now, raw, errors, channel, content_type, source)
+        return inbound_id
+
+    async def _reject(
+        self,
+        inbound_id: str,
+        now: float,
+        raw: bytes,
+        errors: Sequence[Mapping[str, str]],
+        channel: str,
+        content_type: str | None,
+        source: str | None,
+    ) -> None:
+        listed = [dict(e) for e in errors]
+        rejected = Rejected(inbound_id, now, channel, source, content_type, raw, listed)
+        await asyncio.to_thread(self.store.reject, rejected)
+        self.metrics.rejected.inc()
+
+    async def _commit(
+        self,
+        inbound_id: str,
+        now: float,
+        raw: bytes,
+        parsed: Sequence[Event],
+        channel: str,
+        content_type: str | None,
+        source: str | None,
+    ) -> IngestResult:
         new_events = []
         for event in parsed:
             body = dump_event(event)

@@ -37,7 +37,7 @@ class HubMetrics:
         )
         self.deliveries = Counter(
             "hub_delivery_attempts",
-            "Delivery attempts by destination and result: delivered, failed (will retry), dead.",
+            "Attempts by destination and result: delivered, failed (will retry), dead, skipped.",
             ["destination", "result"],
             registry=self.registry,
         )
@@ -55,6 +55,8 @@ class HubMetrics:
             self.latency.labels(destination).observe(time.time() - created_at)
         elif result.new_status is DeliveryStatus.DEAD:
             self.deliveries.labels(destination, "dead").inc()
+        elif result.new_status is DeliveryStatus.SKIPPED:
+            self.deliveries.labels(destination, "skipped").inc()
         else:
             self.deliveries.labels(destination, "failed").inc()
 

@@ -56,7 +56,7 @@ def _compile(spec: RouteSpec) -> CompiledRoute:
     exact = frozenset(p for p in patterns if not any(c in p for c in "*?["))
     globs = tuple(p for p in patterns if p not in exact)
     matches = tuple(
-        (path, frozenset(v) if isinstance(v, list) else frozenset([v]))
+        (path, frozenset(map(_key, v if isinstance(v, list) else [v])))
         for path, v in spec.when.match.items()
     )
     exists = tuple(spec.when.exists)
@@ -74,9 +74,19 @@ def _compile(spec: RouteSpec) -> CompiledRoute:
     return CompiledRoute(spec, accepts)
 
 
+def _key(value: Any) -> tuple[str, Any]:
+    """Comparison key of a filter or event value: JSON booleans never equal numbers
+    (Python's ``True == 1`` does), while 1 and 1.0 are the same JSON number."""
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, int | float):
+        return ("number", float(value))
+    return (type(value).__name__, value)
+
+
 def _hashable_in(value: Any, allowed: frozenset[Any]) -> bool:
     try:
-        return value in allowed
+        return _key(value) in allowed
     except TypeError:  # a list or mapping never equals a scalar filter value
         return False
 

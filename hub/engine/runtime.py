@@ -14,6 +14,8 @@ from hub.engine.ingest import GroupCommitWriter, Ingestor
 from hub.engine.metrics import HubMetrics
 from hub.engine.routing import Router
 from hub.engine.worker import Worker
+from hub.listeners import Listener
+from hub.registry import lookup
 from hub.store.store import Store
 
 __all__ = ["HubRuntime"]
@@ -31,6 +33,7 @@ class HubRuntime:
         self.worker = Worker(self.store, plan, metrics=self.metrics) if with_worker else None
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.listeners: dict[str, Listener] = {}  # started ones, by name
 
     async def start(self) -> None:
         """Sweep interrupted claims, then start writing and delivering."""
@@ -42,6 +45,25 @@ class HubRuntime:
             self._stop.clear()
             self._task = asyncio.create_task(self.worker.run(self._stop), name="hub-worker")
         self.writer.start()
+        await self._start_listeners()
+
+    async def _start_listeners(self) -> None:
+        """Start the listeners of hub.yaml; they submit through the writer started above."""
+        try:
+            for name, planned in self.plan.listeners.items():
+                if not planned.enabled:
+                    continue
+                listener = lookup("listener", planned.type)(name, planned.settings, self.ingestor)
+                await listener.start()
+                self.listeners[name] = listener
+        except BaseException:
+            await self._stop_listeners()
+            raise
+
+    async def _stop_listeners(self) -> None:
+        listeners, self.listeners = self.listeners, {}
+        for listener in listeners.values():
+            await listener.stop()
 
     def _sweep(self) -> int:
         # On the embedded SQLite default this process is the only worker, so every
@@ -50,6 +72,7 @@ class HubRuntime:
 
     async def stop(self) -> None:
         """Stop accepting, let the worker finish what it holds (grace period), close."""
+        await self._stop_listeners()
         self.writer.stop()
         if self._task is not None:
             self._stop.set()

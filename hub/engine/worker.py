@@ -23,7 +23,7 @@ from hub.ids import new_id
 from hub.registry import RegistryError, lookup
 from hub.store.records import Claimed, DeliveryStatus, Finished
 from hub.store.store import Store
-from mappings.base import MappingContext, MappingError, Payload
+from mappings.base import MappingContext, MappingError, NothingToSend, Payload
 
 __all__ = ["Worker", "build_connectors", "worker_id"]
 
@@ -113,8 +113,9 @@ class Worker:
 
         For tests and tooling; ``run`` is the long-lived loop.
         """
-        self._wake = self._wake or asyncio.Event()
-        self._recorded = self._recorded or asyncio.Event()
+        # Fresh events each call: a caller may use a new event loop every time.
+        self._wake = asyncio.Event()
+        self._recorded = asyncio.Event()
         started = await self._claim_and_start()
         await self._drain()
         return started
@@ -195,6 +196,8 @@ class Worker:
         if c.payload is None:
             try:
                 mapped = await self._map(c, dest)
+            except NothingToSend as exc:
+                return self._skip(c, started, number, str(exc))
             except (MappingError, RegistryError) as exc:
                 result = SendResult(Outcome.PERMANENT, error=str(exc), error_class="mapping")
                 return self._finish(c, dest, result, started, number, None)
@@ -247,6 +250,20 @@ class Worker:
         assert c.event is not None
         payload: Payload = function(c.event, ctx)
         return payload
+
+    def _skip(self, c: Claimed, started: float, number: int, reason: str) -> Finished:
+        now = time.time()
+        return Finished(
+            delivery_id=c.id,
+            number=number,
+            worker=self.name,
+            started_at=started,
+            latency_ms=(now - started) * 1000,
+            outcome="skipped",
+            new_status=DeliveryStatus.SKIPPED,
+            next_attempt_at=now,
+            error=reason or "the mapping had nothing to send",
+        )
 
     def _finish(
         self,

@@ -1,7 +1,9 @@
 """Database engines for the two supported back ends, and schema migration.
 
 SQLite runs in WAL mode with ``synchronous=FULL`` (a commit survives power loss) and
-takes its write lock at BEGIN, so two writers never deadlock on a lock upgrade.
+takes its write lock at BEGIN, so two writers never deadlock on a lock upgrade. A
+connection with the execution option ``READ_ONLY`` begins a deferred transaction instead:
+in WAL mode a reader needs no lock, so reads never wait behind writers.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
-__all__ = ["alembic_config", "is_sqlite", "make_engine", "upgrade"]
+__all__ = ["READ_ONLY", "alembic_config", "is_sqlite", "make_engine", "upgrade"]
+
+READ_ONLY = "hub_read_only"  # execution option: this connection only reads
 
 
 def is_sqlite(url: str) -> bool:
@@ -60,7 +64,10 @@ def _sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
 
 
 def _sqlite_begin(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    if connection.get_execution_options().get(READ_ONLY):
+        connection.exec_driver_sql("BEGIN")
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def alembic_config() -> Config:

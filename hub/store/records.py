@@ -20,12 +20,14 @@ __all__ = [
 
 
 class DeliveryStatus(StrEnum):
-    """The outbox state machine: pending → in_flight → delivered | pending (retry) | dead."""
+    """The outbox state machine: pending → in_flight → delivered | pending (retry) | dead,
+    or skipped when the mapping decided the event means nothing to the destination."""
 
     PENDING = "pending"
     IN_FLIGHT = "in_flight"
     DELIVERED = "delivered"
     DEAD = "dead"
+    SKIPPED = "skipped"
 
 
 @dataclass(frozen=True, slots=True)

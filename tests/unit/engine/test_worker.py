@@ -1,0 +1,266 @@
+"""The worker: map once, send, classify, and move each delivery along its state machine."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
+
+import orjson
+import pytest
+from sqlalchemy import select
+
+from hub.config.plan import Plan, plan_from_mapping
+from hub.connectors.base import Connector, ConnectorSettings, Outbound, Outcome, SendResult
+from hub.connectors.file import FileSettings
+from hub.engine.routing import Router
+from hub.engine.worker import Worker
+from hub.ids import new_id
+from hub.registry import register
+from hub.store.records import IngestJob, NewEvent
+from hub.store.store import Store
+from hub.store.tables import attempts, deliveries
+from mappings.base import MappingContext, MappingError, Payload
+
+
+@register("mapping", "test-worker-refuses")
+def _refuses(event: Mapping[str, Any], ctx: MappingContext) -> Payload:
+    raise MappingError("no HIS department for this destination", path="data.department_code")
+
+
+@register("mapping", "test-worker-crashes")
+def _crashes(event: Mapping[str, Any], ctx: MappingContext) -> Payload:
+    raise KeyError("data")
+
+
+def _stateful(event: Mapping[str, Any], ctx: MappingContext) -> Payload:
+    seen = [e["event_id"] for e in ctx.incident_events]
+    return Payload(orjson.dumps({"seen": seen, "now": ctx.created_at.isoformat()}), "text/plain")
+
+
+_stateful.needs_incident = True  # type: ignore[attr-defined]
+register("mapping", "test-worker-stateful")(_stateful)
+
+
+class ScriptedConnector(Connector):
+    """Answers from a script (the last answer repeats) and keeps what it was sent."""
+
+    settings_model: ClassVar[type[ConnectorSettings]] = FileSettings
+
+    def __init__(self, *script: SendResult | Exception) -> None:
+        super().__init__("partner", None)
+        self.script = list(script) or [SendResult(Outcome.DELIVERED, status="ok")]
+        self.sent: list[Outbound] = []
+
+    async def send(self, message: Outbound) -> SendResult:
+        self.sent.append(message)
+        answer = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+DELIVERED = SendResult(Outcome.DELIVERED, status="HTTP 200", response="ok")
+BUSY = SendResult(Outcome.TRANSIENT, status="HTTP 503", error="busy", error_class="http_5xx")
+REFUSED = SendResult(Outcome.PERMANENT, status="HTTP 400", error="refused", error_class="http_4xx")
+
+
+def make_plan(url: str, mapping: str = "canonical-json", **retry: float) -> Plan:
+    policy = {"initial_delay": 0.001, "max_delay": 60, "max_attempts": 3, "jitter": 0, **retry}
+    return plan_from_mapping(
+        {
+            "database_url": url,
+            "retry_policies": {"default": policy},
+            "destinations": {"partner": {"type": "file", "directory": "unused"}},
+            "routes": [{"name": "r", "destination": "partner", "mapping": mapping}],
+        },
+        env={},
+    )
+
+
+def ingest(store: Store, plan: Plan, event_id: str, incident: str = "INC-1") -> None:
+    body = {
+        "event_id": event_id,
+        "type": "incident.cancelled",
+        "incident_id": incident,
+        "source": "dispatch",
+        "correlation_id": "CALL-1",
+        "data": {"reason": "test"},
+    }
+    now = time.time()
+    digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    new = NewEvent(
+        event_id, body["type"], incident, None, "CALL-1", "dispatch", now, body, digest,
+        Router(plan).fan_out(body, now),
+    )  # fmt: skip
+    store.ingest([IngestJob(new_id(), now, "http", "dispatch", None, orjson.dumps(body), (new,))])
+
+
+@pytest.fixture
+def store(tmp_path: Any) -> Iterator[Store]:
+    opened = Store.open(f"sqlite:///{tmp_path / 'hub.db'}", migrate=True)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def rows(store: Store) -> list[dict[str, Any]]:
+    with store.engine.connect() as conn:
+        return [
+            dict(r._mapping) for r in conn.execute(select(deliveries).order_by(deliveries.c.id))
+        ]
+
+
+def attempt_log(store: Store) -> list[dict[str, Any]]:
+    with store.engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(select(attempts).order_by(attempts.c.id))]
+
+
+def metric(worker: Worker, result: str) -> float | None:
+    value: float | None = worker.metrics.registry.get_sample_value(
+        "hub_delivery_attempts_total", {"destination": "partner", "result": result}
+    )
+    return value
+
+
+def rounds(worker: Worker, limit: int = 20) -> int:
+    """Run rounds on one loop until one finds nothing due; the number handled."""
+
+    async def drain() -> int:
+        handled = 0
+        for _ in range(limit):
+            await asyncio.sleep(0.002)  # let a 1 ms retry delay pass
+            n = await worker.run_once()
+            if n == 0:
+                return handled
+            handled += n
+        raise AssertionError("the outbox never drained")
+
+    return asyncio.run(drain())
+
+
+def test_delivers_maps_once_and_records(store: Store) -> None:
+    plan = make_plan(store.url)
+    ingest(store, plan, "e1")
+    partner = ScriptedConnector(DELIVERED)
+    worker = Worker(store, plan, connectors={"partner": partner}, name="w-test")
+    assert asyncio.run(worker.run_once()) == 1
+    [sent] = partner.sent
+    [row] = rows(store)
+    assert (sent.message_id, sent.delivery_id, sent.attempt) == (row["message_id"], row["id"], 1)
+    assert (sent.incident_id, sent.correlation_id, sent.event_type) == (
+        "INC-1",
+        "CALL-1",
+        "incident.cancelled",
+    )
+    assert sent.content_type == "application/json"
+    document = orjson.loads(sent.payload)
+    assert document["message_id"] == row["message_id"]
+    assert document["event"]["event_id"] == "e1"
+    assert (row["status"], row["attempts"], row["payload"]) == ("delivered", 1, sent.payload)
+    [attempt] = attempt_log(store)
+    assert (attempt["outcome"], attempt["status"], attempt["worker"]) == (
+        "delivered",
+        "HTTP 200",
+        "w-test",
+    )
+    assert metric(worker, "delivered") == 1
+
+
+def test_retries_keep_the_message_id_and_the_mapped_bytes(store: Store) -> None:
+    plan = make_plan(store.url, max_attempts=5)
+    ingest(store, plan, "e1")
+    partner = ScriptedConnector(BUSY, BUSY, DELIVERED)
+    worker = Worker(store, plan, connectors={"partner": partner})
+    assert rounds(worker) == 3
+    assert [m.attempt for m in partner.sent] == [1, 2, 3]
+    assert len({m.message_id for m in partner.sent}) == 1
+    assert len({m.payload for m in partner.sent}) == 1
+    [row] = rows(store)
+    assert (row["status"], row["attempts"]) == ("delivered", 3)
+    assert [a["outcome"] for a in attempt_log(store)] == ["transient", "transient", "delivered"]
+    assert (metric(worker, "failed"), metric(worker, "delivered")) == (2, 1)
+
+
+def test_a_spent_schedule_parks_the_delivery_as_dead(store: Store) -> None:
+    plan = make_plan(store.url, max_attempts=3)
+    ingest(store, plan, "e1")
+    partner = ScriptedConnector(BUSY)
+    worker = Worker(store, plan, connectors={"partner": partner})
+    assert rounds(worker) == 3
+    [row] = rows(store)
+    assert (row["status"], row["attempts"]) == ("dead", 3)
+    assert row["last_error"] == "gave up after 3 attempts: busy"
+    assert metric(worker, "dead") == 1
+
+
+def test_a_permanent_failure_is_dead_at_once(store: Store) -> None:
+    plan = make_plan(store.url)
+    ingest(store, plan, "e1")
+    worker = Worker(store, plan, connectors={"partner": ScriptedConnector(REFUSED)})
+    assert rounds(worker) == 1
+    [row] = rows(store)
+    assert (row["status"], row["attempts"], row["last_error"]) == ("dead", 1, "refused")
+    assert attempt_log(store)[0]["error_class"] == "http_4xx"
+
+
+def test_the_next_attempt_follows_the_policy_and_retry_after(store: Store) -> None:
+    plan = make_plan(store.url, initial_delay=20, max_delay=60)
+    ingest(store, plan, "e1")
+    ingest(store, plan, "e2", incident="INC-2")
+    asked = SendResult(Outcome.TRANSIENT, status="HTTP 429", error_class="http_4xx", retry_after=40)
+    worker = Worker(store, plan, connectors={"partner": ScriptedConnector(BUSY, asked)})
+    assert rounds(worker) == 2, "nothing is due again before its time"
+    first, second = rows(store)
+    assert first["status"] == second["status"] == "pending"
+    assert first["next_attempt_at"] - first["updated_at"] == pytest.approx(20, abs=0.01)
+    assert second["next_attempt_at"] - second["updated_at"] == pytest.approx(40, abs=0.01)
+
+
+def test_a_connector_that_raises_counts_as_transient(store: Store) -> None:
+    plan = make_plan(store.url)
+    ingest(store, plan, "e1")
+    worker = Worker(store, plan, connectors={"partner": ScriptedConnector(RuntimeError("bug"))})
+    assert asyncio.run(worker.run_once()) == 1
+    [row] = rows(store)
+    assert row["status"] == "pending"
+    [attempt] = attempt_log(store)
+    assert (attempt["outcome"], attempt["error_class"]) == ("transient", "connector")
+    assert "RuntimeError('bug')" in attempt["error"]
+
+
+@pytest.mark.parametrize(
+    ("mapping", "error"),
+    [
+        ("test-worker-refuses", "data.department_code: no HIS department for this destination"),
+        ("test-worker-crashes", "mapping crashed: KeyError('data')"),
+    ],
+)
+def test_a_mapping_failure_is_dead_and_nothing_is_sent(
+    store: Store, mapping: str, error: str
+) -> None:
+    plan = make_plan(store.url, mapping=mapping)
+    ingest(store, plan, "e1")
+    partner = ScriptedConnector(DELIVERED)
+    worker = Worker(store, plan, connectors={"partner": partner})
+    assert asyncio.run(worker.run_once()) == 1
+    assert partner.sent == []
+    [row] = rows(store)
+    assert (row["status"], row["last_error"], row["payload"]) == ("dead", error, None)
+    assert attempt_log(store)[0]["error_class"] == "mapping"
+
+
+def test_a_stateful_mapping_sees_the_incident_so_far(store: Store) -> None:
+    plan = make_plan(store.url, mapping="test-worker-stateful")
+    ingest(store, plan, "e1")
+    ingest(store, plan, "e2")
+    ingest(store, plan, "other", incident="INC-2")
+    partner = ScriptedConnector(DELIVERED)
+    worker = Worker(store, plan, connectors={"partner": partner})
+    assert rounds(worker) == 3
+    seen = {m.incident_id + "/" + str(m.delivery_id): orjson.loads(m.payload) for m in partner.sent}
+    assert [v["seen"] for k, v in sorted(seen.items())] == [["e1"], ["e1", "e2"], ["other"]]
+    assert {m.content_type for m in partner.sent} == {"text/plain"}

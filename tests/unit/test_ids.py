@@ -1,0 +1,40 @@
+"""Message ids: 20 Crockford base32 characters (fits MSH-10), sorted by creation time."""
+
+from __future__ import annotations
+
+import re
+
+from hub.ids import new_id
+
+CROCKFORD = re.compile(r"^[0-9A-HJKMNP-TV-Z]{20}$")
+
+
+def test_ids_are_20_crockford_characters() -> None:
+    ids = [new_id() for _ in range(2000)]
+    assert all(CROCKFORD.match(i) for i in ids), [i for i in ids if not CROCKFORD.match(i)][:3]
+    assert not set("ILOU").intersection("".join(ids))
+
+
+def test_ids_are_unique_within_one_millisecond() -> None:
+    now = 1_795_600_000.123
+    ids = {new_id(now) for _ in range(5000)}
+    assert len(ids) == 5000
+    assert len({i[:9] for i in ids}) == 1, "the time part is shared within a millisecond"
+
+
+def test_ids_sort_by_time_across_milliseconds() -> None:
+    start = 1_795_600_000.0
+    times = [start + step / 1000 for step in range(0, 3000, 7)]
+    ids = [new_id(t) for t in times]
+    assert ids == sorted(ids)
+    assert new_id(start) < new_id(start + 0.001)
+    assert new_id(start + 86_400) > new_id(start)
+
+
+def test_the_time_part_encodes_milliseconds() -> None:
+    ident = new_id(0.0)
+    assert ident[:9] == "000000000"
+    value = 0
+    for char in new_id(1.0)[:10]:
+        value = value * 32 + "0123456789ABCDEFGHJKMNPQRSTVWXYZ".index(char)
+    assert value >> 2 == 1000  # 48 time bits in the first 50: the top 10 chars hold ms << 2
