@@ -1,0 +1,84 @@
+"""FHIR R4 transaction Bundle mapping (``fhir-r4-transaction``).
+
+The mapping folds the incident's events up to and including the one being delivered
+(``hub.model.state.fold``; parsing and folding the example incident costs ~0.2 ms) and
+writes the whole picture for the event's patient as one transaction Bundle of
+conditional updates. Options (route ``options`` in hub.yaml):
+
+- ``identifier_base``: base of hub-local identifier systems
+  (default ``https://prehospital-hub.example/id/``);
+- ``hospital_identifier_system``: system of destination hospital codes;
+- ``code_overrides``: ``{table: {from: to}}`` over the tables in ``mappings/tables``;
+- ``validate`` (default true): check the bundle with ``fhir.resources`` R4B models
+  before it is sent (~2–4 ms, in the worker, off the ACK path); an invalid bundle is a
+  MappingError, so the delivery goes dead instead of being refused by the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from hub.registry import register
+from mappings.base import MappingContext, MappingError, Payload
+from mappings.fhir.bundle import build_bundle, entry_uuid
+from mappings.fhir.validation import validate_bundle
+from mappings.incident import event_patient_id, events_through, fold_events, incident_source
+from mappings.tables import BUILTIN_TABLES
+
+__all__ = ["CONTENT_TYPE", "FhirOptions", "entry_uuid", "fhir_r4_transaction", "incident_bundle"]
+
+CONTENT_TYPE = "application/fhir+json"
+
+
+def incident_bundle(event: Mapping[str, Any], ctx: MappingContext) -> dict[str, Any]:
+    """The Bundle as a dict (for tests, validation and the CLI); see the module doc."""
+    dicts = events_through(event, ctx.incident_events)
+    state = fold_events(dicts)
+    source = incident_source(dicts)
+    patient_id = event_patient_id(event)
+    tables = BUILTIN_TABLES.with_overrides(ctx.options.get("code_overrides"))
+    return build_bundle(
+        state,
+        message_id=ctx.message_id,
+        created_at=ctx.created_at,
+        source=source,
+        tables=tables,
+        options=ctx.options,
+        patient_id=patient_id,
+    )
+
+
+@register("mapping", "fhir-r4-transaction")
+def fhir_r4_transaction(event: Mapping[str, Any], ctx: MappingContext) -> Payload:
+    """Map one event (with its incident) to a FHIR R4 transaction Bundle."""
+    bundle = incident_bundle(event, ctx)
+    if ctx.options.get("validate", True):
+        problems = validate_bundle(bundle)
+        if problems:
+            raise MappingError("FHIR validation failed: " + "; ".join(problems))
+    return Payload(orjson.dumps(bundle, option=orjson.OPT_SORT_KEYS), CONTENT_TYPE)
+
+
+class FhirOptions(BaseModel):
+    """Route ``options`` of fhir-r4-transaction (unknown keys refused by `hub check`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    identifier_base: str | None = Field(default=None, description="Base of hub-local ids.")
+    hospital_identifier_system: str | None = Field(
+        default=None, description="System of destination hospital codes."
+    )
+    code_overrides: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="{table: {from: to}} over mappings/tables."
+    )
+    validate_bundle: bool = Field(
+        default=True, alias="validate", description="Check with fhir.resources before send."
+    )
+
+
+fhir_r4_transaction.needs_incident = True  # type: ignore[attr-defined]
+fhir_r4_transaction.options_model = FhirOptions  # type: ignore[attr-defined]

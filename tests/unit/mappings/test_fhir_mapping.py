@@ -1,0 +1,326 @@
+"""The fhir-r4-transaction mapping: codes, identifiers, references, determinism, status."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+import pytest
+
+from hub.model.vitals import VITAL_SIGN_CODES, WS363_VITAL_CODES
+from hub.registry import lookup
+from hub.testing.examples import EXAMPLE_RESIDENT_ID, example_events
+from mappings.base import MappingContext, MappingError
+from mappings.fhir import CONTENT_TYPE, entry_uuid, fhir_r4_transaction, incident_bundle
+from mappings.fhir.profile_check import validate_fhir
+from mappings.fhir.validation import validate_bundle
+from mappings.tables import BUILTIN_TABLES
+
+CREATED = dt.datetime(2026, 11, 25, 0, 50, tzinfo=dt.UTC)
+BASE = "https://prehospital-hub.example/id/"
+
+
+def bundle_at(number: int, **options: Any) -> dict[str, Any]:
+    """The bundle for event number (1-based) of the example, as the worker would map it."""
+    events = example_events()
+    ctx = MappingContext(
+        message_id=f"MSG-{number}",
+        created_at=CREATED,
+        destination="emr",
+        options=options,
+        incident_events=tuple(events[:number]),
+    )
+    return incident_bundle(events[number - 1], ctx)
+
+
+def resources(bundle: Mapping[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == kind]
+
+
+def observation(bundle: Mapping[str, Any], loinc: str) -> list[dict[str, Any]]:
+    return [
+        r
+        for r in resources(bundle, "Observation")
+        if any(c["code"] == loinc for c in r["code"]["coding"])
+    ]
+
+
+def test_registered_with_incident_flag() -> None:
+    function = lookup("mapping", "fhir-r4-transaction")
+    assert function is fhir_r4_transaction
+    assert function.needs_incident is True
+
+
+def test_payload_is_sorted_fhir_json_with_stable_bundle_id() -> None:
+    events = example_events()
+    ctx = MappingContext("MSG-9", CREATED, "emr", incident_events=tuple(events[:9]))
+    payload = fhir_r4_transaction(events[8], ctx)
+    assert payload.content_type == CONTENT_TYPE == "application/fhir+json"
+    document = orjson.loads(payload.body)
+    assert document["id"] == "MSG-9"
+    assert document["type"] == "transaction"
+    assert document["timestamp"] == "2026-11-25T00:50:00+00:00"
+    assert payload.body == orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+
+
+def test_same_input_gives_same_bytes() -> None:
+    events = example_events()
+    ctx = MappingContext("MSG-14", CREATED, "emr", incident_events=tuple(events[:14]))
+    assert fhir_r4_transaction(events[13], ctx) == fhir_r4_transaction(events[13], ctx)
+
+
+def test_event_not_yet_in_history_is_added_and_later_events_ignored() -> None:
+    events = example_events()
+    without = MappingContext("M", CREATED, "emr", incident_events=tuple(events[:5]))
+    with_later = MappingContext("M", CREATED, "emr", incident_events=tuple(events))
+    assert incident_bundle(events[5], without) == incident_bundle(events[5], with_later)
+
+
+def test_every_entry_is_a_conditional_put_with_deterministic_full_url() -> None:
+    bundle = bundle_at(14)
+    for entry in bundle["entry"]:
+        resource, request = entry["resource"], entry["request"]
+        assert request["method"] == "PUT"
+        kind, _, query = request["url"].partition("?identifier=")
+        assert kind == resource["resourceType"]
+        system, _, value = query.partition("|")
+        assert {"system": system, "value": value} in [
+            {"system": i["system"], "value": i["value"]} for i in resource["identifier"]
+        ]
+        assert entry["fullUrl"] == entry_uuid(kind, system, value)
+    full_urls = [e["fullUrl"] for e in bundle["entry"]]
+    assert len(full_urls) == len(set(full_urls))
+
+
+def test_references_resolve_inside_the_bundle() -> None:
+    bundle = bundle_at(14)
+    full_urls = {e["fullUrl"] for e in bundle["entry"]}
+
+    def refs(node: Any) -> list[str]:
+        if isinstance(node, dict):
+            found = [node["reference"]] if isinstance(node.get("reference"), str) else []
+            return found + [r for v in node.values() for r in refs(v)]
+        if isinstance(node, list):
+            return [r for v in node for r in refs(v)]
+        return []
+
+    references = refs(bundle["entry"])
+    assert references
+    assert set(references) <= full_urls
+
+
+def test_patient_identifiers_gender_and_birth_date() -> None:
+    (patient,) = resources(bundle_at(6), "Patient")
+    systems = {i["system"]: i["value"] for i in patient["identifier"]}
+    assert systems["urn:oid:2.16.156.10011.1.3"] == EXAMPLE_RESIDENT_ID
+    assert systems[BASE + "patient"] == "PAT-20261125-0001"
+    assert patient["gender"] == "male"
+    assert patient["birthDate"] == "1958-03-12"
+    assert patient["name"] == [{"use": "official", "text": "王建国"}]
+    assert patient["telecom"][0]["value"] == "13820000001"
+    ext = patient["_gender"]["extension"][0]["valueCoding"]
+    assert ext == {"system": "urn:oid:2.16.156.10011.2.3.3.4", "code": "1", "display": "男性"}
+
+
+def test_estimated_age_extension_when_no_birth_date() -> None:
+    events = example_events()
+    data = events[5]["data"]
+    for key in ("birth_date", "resident_id"):
+        del data[key]
+    data["estimated_age"] = {"value": 70, "unit": "year"}
+    ctx = MappingContext("M", CREATED, "emr", incident_events=tuple(events[:6]))
+    (patient,) = resources(incident_bundle(events[5], ctx), "Patient")
+    assert "birthDate" not in patient
+    (age,) = [e for e in patient["extension"] if e["url"].endswith("estimated-age")]
+    assert age["valueAge"] == {
+        "value": 70,
+        "unit": "a",
+        "system": "http://unitsofmeasure.org",
+        "code": "a",
+    }
+
+
+def test_code_overrides_change_a_table_entry() -> None:
+    (patient,) = resources(
+        bundle_at(6, code_overrides={"sex_fhir_gender": {"1": "other"}}), "Patient"
+    )
+    assert patient["gender"] == "other"
+    with pytest.raises(MappingError, match="no code table"):
+        bundle_at(6, code_overrides={"no_such_table": {"1": "x"}})
+
+
+def test_identifier_base_option() -> None:
+    bundle = bundle_at(6, identifier_base="urn:example:hub")
+    (patient,) = resources(bundle, "Patient")
+    assert {"system": "urn:example:hub/patient", "value": "PAT-20261125-0001"} in patient[
+        "identifier"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("number", "status"),
+    [
+        (2, "planned"),
+        (3, "planned"),
+        (4, "in-progress"),
+        (13, "in-progress"),
+        (14, "finished"),
+        (17, "cancelled"),
+    ],
+)
+def test_encounter_status_follows_the_timeline(number: int, status: str) -> None:
+    (encounter,) = resources(bundle_at(number), "Encounter")
+    assert encounter["status"] == status
+
+
+def test_encounter_class_arrival_history_and_identifiers() -> None:
+    (encounter,) = resources(bundle_at(15), "Encounter")
+    assert encounter["class"]["code"] == "EMER"
+    assert encounter["class"]["system"] == "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+    (arrival,) = [e for e in encounter["extension"] if e["url"].endswith("modeOfArrival")]
+    assert arrival["valueCoding"]["code"] == "A"
+    assert [h["status"] for h in encounter["statusHistory"]] == [
+        "planned",
+        "in-progress",
+        "finished",
+    ]
+    systems = {i["system"]: i["value"] for i in encounter["identifier"]}
+    assert systems[BASE + "incident"] == "INC-20261125-0001"
+    assert systems[BASE + "epcr"] == "INC-20261125-0001.PAT-20261125-0001"
+    assert encounter["period"] == {
+        "start": "2026-11-25T08:12:30+08:00",  # first medical contact
+        "end": "2026-11-25T08:47:00+08:00",
+    }
+    assert encounter["hospitalization"]["origin"]["reference"].startswith("urn:uuid:")
+
+
+def test_planned_encounter_carries_the_eta() -> None:
+    events = example_events()[:11]
+    # Destination assigned while the unit is still on its way to the scene.
+    events = [e for e in events if e["type"] != "unit.status" or e["data"]["status"] == "en_route"]
+    ctx = MappingContext("M", CREATED, "emr", incident_events=tuple(events))
+    (encounter,) = resources(incident_bundle(events[-1], ctx), "Encounter")
+    assert encounter["status"] == "planned"
+    (eta,) = [e for e in encounter["extension"] if e["url"].endswith("plannedStartDate")]
+    assert eta["valueDateTime"] == "2026-11-25T08:44:00+08:00"
+
+
+def test_vital_sign_codes_units_and_ws363() -> None:
+    bundle = bundle_at(9)
+    for field, (loinc, ucum) in VITAL_SIGN_CODES.items():
+        if field in ("systolic_bp", "diastolic_bp"):
+            continue
+        found = observation(bundle, loinc)
+        assert found, field
+        assert found[0]["valueQuantity"]["code"] == ucum
+        assert found[0]["category"][0]["coding"][0]["code"] == "vital-signs"
+        ws = WS363_VITAL_CODES.get(field)
+        if ws:
+            assert {"system": "urn:oid:2.16.156.10011.2.2.1", "code": ws} in found[0]["code"][
+                "coding"
+            ]
+    (spo2, _) = observation(bundle, "2708-6")
+    assert [c["code"] for c in spo2["code"]["coding"]] == ["2708-6", "59408-5"]
+    (glucose,) = observation(bundle, "14743-9")
+    assert glucose["valueQuantity"]["unit"] == "mmol/L"
+
+
+def test_blood_pressure_panel_and_gcs() -> None:
+    bundle = bundle_at(9)
+    first, _second = observation(bundle, "85354-9")
+    assert [c["code"]["coding"][0]["code"] for c in first["component"]] == ["8480-6", "8462-4"]
+    assert first["component"][0]["valueQuantity"]["value"] == 98
+    (gcs,) = observation(bundle, "9269-2")
+    assert gcs["valueQuantity"]["value"] == 15
+    assert [c["code"]["coding"][0]["code"] for c in gcs["component"]] == [
+        "9267-6",
+        "9270-0",
+        "9268-4",
+    ]
+    (pain,) = observation(bundle, "72514-3")
+    assert pain["valueQuantity"]["value"] == 8
+
+
+def test_vitals_table_agrees_with_the_model() -> None:
+    loinc = BUILTIN_TABLES.table("vital_loinc")
+    ucum = BUILTIN_TABLES.table("vital_ucum")
+    for field, coding in VITAL_SIGN_CODES.items():
+        assert (loinc[field], ucum[field]) == (coding.loinc, coding.ucum)
+    assert dict(WS363_VITAL_CODES) == dict(BUILTIN_TABLES.table("vital_ws363"))
+
+
+def test_ecg_waveforms_and_document() -> None:
+    bundle = bundle_at(8)
+    (ecg,) = observation(bundle, "131328")
+    assert ecg["code"]["coding"][0]["system"] == "urn:oid:2.16.840.1.113883.6.24"
+    leads = [c["code"]["coding"][0]["code"] for c in ecg["component"]]
+    assert leads == ["131330", "131389", "131392"]
+    sampled = ecg["component"][0]["valueSampledData"]
+    assert sampled["period"] == 2
+    assert sampled["factor"] == 4.88
+    assert sampled["dimensions"] == 1
+    assert sampled["data"] == "0 12 41 205 61 60 62 65 30 2"
+    (document,) = resources(bundle, "DocumentReference")
+    assert document["content"][0]["attachment"]["contentType"] == "application/pdf"
+    full_url = next(e["fullUrl"] for e in bundle["entry"] if e["resource"] is document)
+    assert ecg["derivedFrom"] == [{"reference": full_url}]
+
+
+def test_condition_allergy_location_organizations_practitioners() -> None:
+    bundle = bundle_at(14)
+    (condition,) = resources(bundle, "Condition")
+    assert condition["code"]["coding"][0]["code"] == "I21.1"
+    (allergy,) = resources(bundle, "AllergyIntolerance")
+    assert allergy["code"]["text"] == "青霉素"
+    assert allergy["category"] == ["medication"]
+    (scene,) = resources(bundle, "Location")
+    assert scene["address"]["district"] == "河北区"
+    assert scene["position"] == {"longitude": 117.1945, "latitude": 39.1576}  # the WGS84 fix
+    names = sorted(o.get("name") for o in resources(bundle, "Organization"))
+    assert names == ["dispatch-tianjin", "河北区示范医院"]
+    assert len(resources(bundle, "Practitioner")) == 3
+
+
+def test_before_the_patient_is_known_there_is_no_patient() -> None:
+    bundle = bundle_at(1)
+    assert not resources(bundle, "Patient")
+    assert len(resources(bundle, "Encounter")) == 1
+
+
+def test_temporary_patient_keeps_one_patient_key_when_identified() -> None:
+    events = example_events()[:9]
+    temp = dict(events[5], event_id="EVT-TMP", type="patient.identified")
+    temp["data"] = {"patient_id": "TMP-1", "temporary": True, "sex": "1"}
+    events.insert(5, temp)
+    events[6]["data"]["supersedes"] = "TMP-1"
+    ctx_tmp = MappingContext("M", CREATED, "emr", incident_events=tuple(events[:6]))
+    ctx_all = MappingContext("M", CREATED, "emr", incident_events=tuple(events))
+    (before,) = resources(incident_bundle(events[5], ctx_tmp), "Patient")
+    (after,) = resources(incident_bundle(events[-1], ctx_all), "Patient")
+    key = {"system": BASE + "patient", "value": "TMP-1"}
+    assert before["identifier"][0] == key == after["identifier"][0]
+    assert {"system": BASE + "patient", "value": "PAT-20261125-0001"} in after["identifier"]
+
+
+def test_valid_with_r4b_models_and_our_profiles() -> None:
+    for number in range(1, 18):
+        bundle = bundle_at(number)
+        assert validate_bundle(bundle) == [], number
+        assert validate_fhir(bundle) == [], number
+
+
+def test_invalid_bundle_is_a_mapping_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mappings.fhir as module
+
+    def broken(event: Mapping[str, Any], ctx: MappingContext) -> dict[str, Any]:
+        return {"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": 3}]}
+
+    monkeypatch.setattr(module, "incident_bundle", broken)
+    events = example_events()
+    ctx = MappingContext("M", CREATED, "emr", incident_events=tuple(events[:2]))
+    with pytest.raises(MappingError, match="FHIR validation failed"):
+        module.fhir_r4_transaction(events[1], ctx)
+    off = MappingContext("M", CREATED, "emr", options={"validate": False})
+    assert module.fhir_r4_transaction(events[1], off).body
