@@ -1,0 +1,328 @@
+"""Pieces shared by the HL7 v2.5.1 mappings: options, header, patient, visit, bytes.
+
+Everything here is pure: times come from the event and ``ctx.created_at``, the control
+id from ``ctx.message_id``, and the ER7 text is written with the fast
+:class:`hub.hl7v2.er7.Er7Writer` (never hl7apy, see ARCHITECTURE.md "The hot path").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hub.hl7v2.er7 import (
+    Component,
+    Er7Writer,
+    FieldValue,
+    Repeat,
+    codec_for,
+    format_ts,
+    hl7_charset_name,
+)
+from hub.model.identifiers import RESIDENT_ID_OID
+from hub.model.incident import UnitStatus
+from hub.model.location import Address
+from hub.model.patient import Contact, Patient, Sex
+from hub.model.state import IncidentState
+from mappings.base import MappingContext, MappingError, Payload
+from mappings.tables import BUILTIN_TABLES, CodeTables
+
+__all__ = [
+    "HL7_VERSION",
+    "Hl7v2Options",
+    "MessageBuilder",
+    "content_type",
+    "encode",
+    "number",
+    "parse_options",
+    "root_patient_id",
+]
+
+HL7_VERSION = "2.5.1"
+_MOBILE = re.compile(r"^1[3-9][0-9]{9}$")  # Chinese mobile numbers: 11 digits from 13x
+
+
+class Hl7v2Options(BaseModel):
+    """Route ``options`` of the hl7v2-adt and hl7v2-oru mappings (unknown keys refused)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    trigger: Literal["A04", "A05", "A14"] = Field(
+        default="A04", description="Registration trigger (adt): A04, A05 or A14."
+    )
+    hospital_code: str | None = Field(
+        default=None, description="Only patients going to this hospital (destination code)."
+    )
+    sending_application: str = "PREHOSPITAL-HUB"
+    sending_facility: str | None = Field(
+        default=None, description="MSH-4; default: the source of the incident's call."
+    )
+    receiving_application: str = "HIS"
+    receiving_facility: str | None = Field(
+        default=None, description="MSH-6; default: hospital_code, else the destination name."
+    )
+    processing_id: Literal["P", "T", "D"] = "P"
+    accept_ack_type: Literal["AL", "NE", "ER", "SU", ""] = "AL"
+    application_ack_type: Literal["AL", "NE", "ER", "SU", ""] = "NE"
+    charset: str = Field(default="UTF-8", description="UTF-8 or GB18030 (MSH-18 and bytes).")
+    timezone: str = Field(default="+08:00", description="Offset of every written time.")
+    patient_id_authority: str = Field(
+        default="HUB120", description="CX-4 of the hub patient id (PI) and visit number (VN)."
+    )
+    unknown_name: str = Field(
+        default="无名氏", description="PID-5 of a temporary patient with no name (type U)."
+    )
+    ws363: bool = Field(default=True, description="OBX-3 also carries the WS 363 code (oru).")
+    code_overrides: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+    @field_validator("charset")
+    @classmethod
+    def _known_charset(cls, value: str) -> str:
+        codec = codec_for(value)
+        if codec is None:
+            raise ValueError(f"unknown character set {value!r}")
+        hl7_charset_name(codec)  # ValueError when HL7 has no name for it
+        return codec
+
+    @field_validator("timezone")
+    @classmethod
+    def _offset(cls, value: str) -> str:
+        if not re.fullmatch(r"[+-](0\d|1[0-4]):[0-5]\d", value):
+            raise ValueError("expected an offset like +08:00")
+        return value
+
+    @property
+    def tzinfo(self) -> dt.timezone:
+        sign = -1 if self.timezone[0] == "-" else 1
+        hours, minutes = int(self.timezone[1:3]), int(self.timezone[4:6])
+        return dt.timezone(sign * dt.timedelta(hours=hours, minutes=minutes))
+
+
+def parse_options(options: Mapping[str, Any]) -> Hl7v2Options:
+    """The validated options; a bad option is a MappingError (the route is misconfigured)."""
+    try:
+        return Hl7v2Options.model_validate(dict(options))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        )
+        raise MappingError(f"options: {problems}") from None
+
+
+def content_type(codec: str) -> str:
+    return f"application/hl7-v2; charset={codec}"
+
+
+def number(value: float) -> str:
+    """A measured value as written in OBX-5 / ZPH: integral floats without ``.0``."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def root_patient_id(state: IncidentState, patient_id: str) -> str:
+    """The first id of a patient's identity chain (its temporary id, if it had one).
+
+    The hub's patient identifier (PID-3, type PI) is this id, as the FHIR mapping keys its
+    Patient on it: identifying a temporary patient then needs no merge at the HIS.
+    """
+    reverse = {new: old for old, new in state.patient_links.items()}
+    seen = {patient_id}
+    while (older := reverse.get(patient_id)) is not None and older not in seen:
+        seen.add(older)
+        patient_id = older
+    return patient_id
+
+
+@dataclass(slots=True)
+class MessageBuilder:
+    """One message being written: options, tables and the incident it describes."""
+
+    options: Hl7v2Options
+    tables: CodeTables
+    state: IncidentState
+    ctx: MappingContext
+    source: str
+    writer: Er7Writer
+
+    @classmethod
+    def start(
+        cls, options: Hl7v2Options, state: IncidentState, ctx: MappingContext, source: str
+    ) -> MessageBuilder:
+        tables = BUILTIN_TABLES.with_overrides(options.code_overrides)
+        return cls(options, tables, state, ctx, source, Er7Writer())
+
+    # ------------------------------------------------------------------ values
+
+    def ts(self, value: dt.datetime | None) -> str | None:
+        """A time in the center's offset, ``YYYYMMDDHHMMSS+0800``."""
+        if value is None:
+            return None
+        return format_ts(value.astimezone(self.options.tzinfo))
+
+    def code(self, table: str, key: str) -> str:
+        return self.tables.require(table, key)
+
+    def xtn(self, phone: str) -> list[str | None]:
+        """XTN: the number in XTN-1 (what most HIS read) and XTN-12; CP for a mobile."""
+        equipment = "CP" if _MOBILE.match(phone) else "PH"
+        return [phone, "PRN", equipment, None, None, None, None, None, None, None, None, phone]
+
+    def cx(self, value: str, type_code: str) -> list[Component]:
+        return [value, None, None, self.options.patient_id_authority, type_code]
+
+    # ------------------------------------------------------------------ segments
+
+    def msh(self, code: str, trigger: str, structure: str) -> None:
+        o = self.options
+        destination = self.state.destination
+        receiving = o.receiving_facility or o.hospital_code
+        if receiving is None:
+            receiving = destination.hospital_code if destination else self.ctx.destination
+        self.writer.msh(
+            o.sending_application,  # MSH-3
+            o.sending_facility or self.source,
+            o.receiving_application,
+            receiving,
+            self.ts(self.ctx.created_at),  # MSH-7
+            None,
+            [code, trigger, structure],  # MSH-9
+            self.ctx.message_id,  # MSH-10, stable across retries
+            o.processing_id,
+            HL7_VERSION,  # MSH-12
+            None,
+            None,
+            o.accept_ack_type,  # MSH-15
+            o.application_ack_type,
+            "CHN",  # MSH-17
+            hl7_charset_name(o.charset),  # MSH-18
+        )
+
+    def evn(self, trigger: str, occurred_at: dt.datetime) -> None:
+        self.writer.segment(
+            "EVN", trigger, self.ts(self.ctx.created_at), None, None, None, self.ts(occurred_at)
+        )
+
+    def pid(self, patient: Patient | None, patient_id: str) -> None:
+        """PID of patient (or of a patient known only by its id, for results)."""
+        root = root_patient_id(self.state, patient_id)
+        ids: list[FieldValue] = []
+        if patient is not None and patient.resident_id is not None:
+            ids.append([patient.resident_id, None, None, [None, RESIDENT_ID_OID, "ISO"], "NN"])
+        if patient is not None and patient.passport_no is not None:
+            ids.append([patient.passport_no, None, None, None, "PPN"])
+        ids.append(self.cx(root, "PI"))
+        if patient is not None and patient.name is not None:
+            name: FieldValue = [patient.name, None, None, None, None, None, "L"]
+        else:
+            name = [self.options.unknown_name, None, None, None, None, None, "U"]
+        sex = None
+        birth = None
+        address = None
+        phone = None
+        if patient is not None:
+            code = patient.sex
+            if code is Sex.unknown and patient.sex_from_id is not None:
+                code = patient.sex_from_id
+            sex = self.code("sex_hl7v2", code.value)
+            birth_date = patient.birth_date or patient.birth_date_from_id
+            birth = birth_date.strftime("%Y%m%d") if birth_date else None
+            address = _xad(patient.address) if patient.address else None
+            phone = self.xtn(patient.phone) if patient.phone else None
+        self.writer.segment(
+            "PID",
+            "1",
+            None,
+            Repeat(*ids),  # PID-3
+            None,
+            name,  # PID-5
+            None,
+            birth,  # PID-7
+            sex,  # PID-8
+            None,
+            None,
+            address,  # PID-11
+            None,
+            phone,  # PID-13
+        )
+
+    def nk1(self, contacts: Sequence[Contact]) -> None:
+        for index, contact in enumerate(contacts, start=1):
+            self.writer.segment(
+                "NK1",
+                str(index),
+                [contact.name] if contact.name else None,
+                [None, contact.relationship] if contact.relationship else None,
+                None,
+                self.xtn(contact.phone),  # NK1-5
+                None,
+                ["C", "Emergency Contact", "HL70131"],  # NK1-7 contact role
+            )
+
+    def pv1(self, *, full: bool = True) -> None:
+        """PV1; ``full`` adds admission type, admit source and admit time (ADT)."""
+        state = self.state
+        destination = state.destination
+        location: FieldValue = None
+        if destination is not None:
+            location = [
+                destination.department_code,
+                None,
+                None,
+                destination.hospital_code,  # PL-4 facility
+                None,
+                None,
+                None,
+                None,
+                destination.department_name,  # PL-9 location description
+            ]
+        fields: list[FieldValue] = [None] * 44
+        fields[0] = "1"
+        fields[1] = self.code("patient_class", "emergency")  # PV1-2
+        fields[2] = location
+        if full:
+            kind = destination.prenotify.value if destination else "none"
+            fields[3] = self.code("admission_type", kind)  # PV1-4
+            fields[13] = self.code("hl7v2_admit_source", "ambulance")  # PV1-14
+            fields[43] = self.ts(_admit_time(state))  # PV1-44
+        fields[18] = self.cx(state.incident_id or "", "VN")  # PV1-19
+        self.writer.segment("PV1", *fields)
+
+
+def _xad(address: Address) -> list[Component]:
+    """XAD: the full text in XAD-1 (what Chinese HIS display), parts where known."""
+    return [
+        address.text,
+        None,
+        address.city,
+        address.province,
+        None,
+        "CHN",
+        "H",
+        None,
+        address.county,  # XAD-9 county/parish
+    ]
+
+
+def _admit_time(state: IncidentState) -> dt.datetime | None:
+    """First medical contact, else the first unit time node, else the first dispatch."""
+    times = state.status_times
+    if UnitStatus.patient_contact in times:
+        return times[UnitStatus.patient_contact]
+    if times:
+        return min(times.values())
+    return min((unit.dispatched_at for unit in state.units.values()), default=None)
+
+
+def encode(builder: MessageBuilder) -> Payload:
+    """The finished message as bytes in the option's charset."""
+    codec = builder.options.charset
+    try:
+        body = builder.writer.encode(codec)
+    except UnicodeEncodeError as exc:
+        raise MappingError(f"the message has text that {codec} cannot encode: {exc}") from None
+    return Payload(body, content_type(codec))

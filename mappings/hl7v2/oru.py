@@ -1,0 +1,153 @@
+"""``hl7v2-oru``: prehospital vital signs and ECGs as HL7 v2.5.1 ORU^R01 results.
+
+``vitals.recorded``: one OBR (LOINC 85353-1 vital signs panel) per sample, one numeric
+OBX per measurement (LOINC, and the WS 363 data-element code as the alternate coding
+where one exists; UCUM units). ``ecg.acquired``: one OBR (LOINC 34534-8 12 lead EKG
+panel) with the interpretation (TX), the STEMI flag (CWE, Y/N) and the rendered document
+(ED when inline, RP when it is a URL). Other events: :class:`NothingToSend`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from hub.hl7v2.er7 import Component, FieldValue
+from hub.model.ecg import DocumentRef, Ecg
+from hub.model.events import EcgAcquired, Event, VitalsRecordedEvent
+from hub.model.state import fold
+from hub.model.vitals import VITAL_SIGNS_PANEL_LOINC, VitalSigns
+from hub.registry import register
+from mappings.base import MappingContext, NothingToSend, Payload
+from mappings.hl7v2.common import Hl7v2Options, MessageBuilder, encode, number, parse_options
+from mappings.incident import events_through, incident_source, parse_incident
+
+__all__ = ["ECG_PANEL_LOINC", "STEMI_CODE", "hl7v2_oru"]
+
+ECG_PANEL_LOINC = "34534-8"
+ECG_IMPRESSION_LOINC = "18844-1"
+ECG_STUDY_LOINC = "11524-6"
+STEMI_CODE = ("STEMI", "STEMI suspected", "99HUB")
+"""Local code of the STEMI flag (no LOINC code says "STEMI suspected")."""
+WS363_SYSTEM = "99WS363"
+"""Table 0396 local name (99zzz) of WS 363 data elements (OID 2.16.156.10011.2.2.1)."""
+_DATA_TYPE = {"image": "IM", "application": "AP", "text": "TEXT", "audio": "AU"}  # table 0191
+
+
+@register("mapping", "hl7v2-oru")
+def hl7v2_oru(event: Mapping[str, Any], ctx: MappingContext) -> Payload:
+    """Map vitals.recorded / ecg.acquired (with the incident) to ORU^R01; see the module doc.
+
+    Raises NothingToSend for other events, for an incident already cancelled and, with
+    ``hospital_code``, for a patient not (yet) going to that hospital.
+    """
+    kind = event.get("type")
+    if kind not in ("vitals.recorded", "ecg.acquired"):
+        raise NothingToSend(f"{kind} is not a result for ORU^R01")
+    options = parse_options(ctx.options)
+    dicts = events_through(event, ctx.incident_events)
+    parsed = parse_incident(dicts)
+    state = fold(parsed)
+    current: Event = parsed[-1]
+    if state.cancelled is not None and state.cancelled.at <= current.occurred_at:
+        raise NothingToSend("the incident was cancelled")
+    destination = state.destination
+    if options.hospital_code is not None and (
+        destination is None or destination.hospital_code != options.hospital_code
+    ):
+        where = destination.hospital_code if destination else "no hospital yet"
+        raise NothingToSend(f"the patient goes to {where}, not {options.hospital_code}")
+    assert current.patient_ref is not None
+    patient_id = state.resolve_patient_id(current.patient_ref)
+    builder = MessageBuilder.start(options, state, ctx, incident_source(dicts))
+    builder.msh("ORU", "R01", "ORU_R01")
+    builder.pid(state.patients.get(patient_id), patient_id)
+    builder.pv1(full=False)
+    if isinstance(current, VitalsRecordedEvent):
+        for index, sample in enumerate(current.data.samples, start=1):
+            _vitals(builder, current.event_id, index, sample)
+    elif isinstance(current, EcgAcquired):
+        _ecg(builder, current.data)
+    return encode(builder)
+
+
+hl7v2_oru.needs_incident = True  # type: ignore[attr-defined]
+hl7v2_oru.options_model = Hl7v2Options  # type: ignore[attr-defined]
+
+
+def _obr(
+    builder: MessageBuilder, set_id: int, filler: str, service: FieldValue, at: str | None
+) -> None:
+    fields: list[FieldValue] = [None] * 25
+    fields[0] = str(set_id)
+    fields[2] = [filler, builder.options.sending_application]  # OBR-3 filler order number
+    fields[3] = service  # OBR-4
+    fields[6] = at  # OBR-7 observation date/time
+    fields[24] = "F"  # OBR-25 result status
+    builder.writer.segment("OBR", *fields)
+
+
+def _obx(
+    builder: MessageBuilder,
+    set_id: int,
+    value_type: str,
+    code: FieldValue,
+    value: FieldValue,
+    unit: FieldValue,
+    at: str | None,
+    device: str | None,
+) -> None:
+    fields: list[FieldValue] = [None] * 18
+    fields[0] = str(set_id)
+    fields[1] = value_type
+    fields[2] = code
+    fields[4] = value
+    fields[5] = unit
+    fields[10] = "F"  # OBX-11
+    fields[13] = at  # OBX-14
+    fields[17] = [device] if device else None  # OBX-18 equipment instance identifier
+    builder.writer.segment("OBX", *fields)
+
+
+def _vitals(builder: MessageBuilder, event_id: str, index: int, sample: VitalSigns) -> None:
+    at = builder.ts(sample.measured_at)
+    panel = [VITAL_SIGNS_PANEL_LOINC, "Vital signs panel", "LN"]
+    _obr(builder, index, f"{event_id}-{index}", panel, at)
+    tables = builder.tables
+    for set_id, (name, value) in enumerate(sample.present_values().items(), start=1):
+        loinc = tables.require("vital_loinc", name)
+        code: list[Component] = [loinc, tables.get("vital_display", name), "LN"]
+        ws363 = tables.get("vital_ws363", name) if builder.options.ws363 else None
+        if ws363:
+            code += [ws363, None, WS363_SYSTEM]
+        ucum = tables.require("vital_ucum", name)
+        _obx(builder, set_id, "NM", code, number(value), [ucum, ucum, "UCUM"], at, sample.device_id)
+
+
+def _ecg(builder: MessageBuilder, ecg: Ecg) -> None:
+    at = builder.ts(ecg.acquired_at)
+    _obr(builder, 1, ecg.ecg_id, [ECG_PANEL_LOINC, "12 lead EKG panel", "LN"], at)
+    set_id = 0
+    if ecg.interpretation is not None:
+        set_id += 1
+        code = [ECG_IMPRESSION_LOINC, "EKG impression", "LN"]
+        _obx(builder, set_id, "TX", code, ecg.interpretation, None, at, ecg.device_id)
+    if ecg.stemi_suspected is not None:
+        set_id += 1
+        flag = ["Y", "Yes", "HL70136"] if ecg.stemi_suspected else ["N", "No", "HL70136"]
+        _obx(builder, set_id, "CWE", list(STEMI_CODE), flag, None, at, ecg.device_id)
+    if ecg.document is not None:
+        set_id += 1
+        value_type, value = _document(ecg.document)
+        code = [ECG_STUDY_LOINC, "EKG study", "LN"]
+        _obx(builder, set_id, value_type, code, value, None, at, ecg.device_id)
+
+
+def _document(document: DocumentRef) -> tuple[str, FieldValue]:
+    """ED (inline base64) or RP (a URL), typed by table 0191 and the MIME subtype."""
+    major, _, minor = document.content_type.partition("/")
+    data_type = _DATA_TYPE.get(major.lower(), "AP")
+    subtype = minor.upper()
+    if document.data_base64 is not None:
+        return "ED", [None, data_type, subtype, "Base64", document.data_base64]
+    return "RP", [document.url, None, data_type, subtype]
