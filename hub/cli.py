@@ -115,6 +115,18 @@ def _cmd_schema(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_docs(args: argparse.Namespace) -> int:
+    from hub.docs import configuration_reference
+
+    text = configuration_reference()
+    if args.output == "-":
+        print(text, end="")
+    else:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}")
+    return 0
+
+
 def _store(args: argparse.Namespace) -> Any:
     from hub.store.store import Store
 
@@ -128,9 +140,17 @@ def _when(value: float | None) -> str:
 
 def _cmd_messages_list(args: argparse.Namespace) -> int:
     store = _store(args)
-    page = store.list_messages(
-        incident_id=args.incident, status=args.status, limit=args.limit, cursor=args.cursor
-    )
+    try:
+        page = store.list_messages(
+            incident_id=args.incident, status=args.status, limit=args.limit, cursor=args.cursor
+        )
+    except ValueError:
+        store.close()
+        print(
+            f"invalid cursor {args.cursor!r}: use the one `hub messages list` printed",
+            file=sys.stderr,
+        )
+        return 2
     for m in page.items:
         print(
             f"{m['id']}  {_when(m['received_at'])}  {m['status']:<8} {m['channel']:<5} "
@@ -175,6 +195,26 @@ def _cmd_resend(args: argparse.Namespace) -> int:
     return status
 
 
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from hub.validate import validate_file
+
+    status = 0
+    for name in args.files:
+        try:
+            kind, problems = validate_file(name)
+        except OSError as exc:
+            print(f"{name}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+            status = 1
+            continue
+        for problem in problems:
+            print(f"{name}: {problem}")
+        if problems:
+            status = 1
+        else:
+            print(f"{name}: valid ({kind})")
+    return status
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hub", description="Prehospital interoperability hub")
     parser.add_argument("-c", "--config", help="hub.yaml (default: $HUB_CONFIG or ./hub.yaml)")
@@ -195,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
         func=_cmd_check
     )
 
+    validate = sub.add_parser(
+        "validate", help="check FHIR JSON / HL7 v2 ER7 files against the models and profiles"
+    )
+    validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.set_defaults(func=_cmd_validate)
+
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="db", required=True)
     up = db.add_parser("upgrade", help="apply migrations")
     up.add_argument("revision", nargs="?", default="head")
@@ -203,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("schema", help="JSON Schema of the event envelope").set_defaults(
         func=_cmd_schema
     )
+
+    docs = sub.add_parser("docs", help="write the generated hub.yaml reference")
+    docs.add_argument("--output", default="docs/configuration.md", help="file, or - for stdout")
+    docs.set_defaults(func=_cmd_docs)
 
     messages = sub.add_parser("messages", help="browse messages").add_subparsers(
         dest="messages", required=True

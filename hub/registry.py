@@ -16,7 +16,7 @@ __all__ = ["RegistryError", "load_builtin", "lookup", "names", "register"]
 
 T = TypeVar("T")
 
-_KINDS = ("connector", "mapping", "adapter")
+_KINDS = ("connector", "mapping", "adapter", "listener")
 _registry: dict[str, dict[str, Any]] = {kind: {} for kind in _KINDS}
 _loaded = False
 
@@ -24,7 +24,12 @@ _loaded = False
 _BUILTIN_MODULES = (
     "hub.connectors.http",
     "hub.connectors.file",
+    "hub.connectors.mllp",
+    "hub.listeners.mllp",
     "mappings.canonical_json",
+    "mappings.fhir",
+    "mappings.hl7v2",
+    "hub.connectors.fhir",
 )
 
 
@@ -52,12 +57,16 @@ def load_builtin() -> None:
     global _loaded
     if _loaded:
         return
-    _loaded = True
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
-    for kind in _KINDS:
-        for ep in entry_points(group=f"hub.{kind}s"):
-            register(kind, ep.name)(ep.load())
+    _loaded = True  # set first: a component that looks another up while importing
+    try:
+        for module in _BUILTIN_MODULES:
+            importlib.import_module(module)
+        for kind in _KINDS:
+            for ep in entry_points(group=f"hub.{kind}s"):
+                register(kind, ep.name)(ep.load())
+    except BaseException:
+        _loaded = False  # a failed load must fail again, not leave a half-filled registry
+        raise
 
 
 def lookup(kind: str, name: str) -> Any:

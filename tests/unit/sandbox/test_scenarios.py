@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from hub.model.events import parse_events
-from sandbox.cli import sandbox_config, scenario_files
+from sandbox.cli import scenario_files
+from sandbox.partners import sandbox_config
 
 
 @pytest.mark.parametrize("path", scenario_files(), ids=lambda p: p.stem)
@@ -25,7 +26,20 @@ def test_scenarios_exist() -> None:
 def test_sandbox_config_is_valid(tmp_path: Path) -> None:
     from hub.config.plan import plan_from_mapping
 
-    config = sandbox_config(tmp_path, "http://127.0.0.1:9/hook", "SANDBOX_SECRET")
+    config = sandbox_config(
+        tmp_path,
+        webhook_url="http://127.0.0.1:9/hook",
+        his_port=9,
+        fhir_url="http://127.0.0.1:9",
+        secret_env="SANDBOX_SECRET",
+    )
     plan = plan_from_mapping(config, env={"SANDBOX_SECRET": "s"})
-    assert set(plan.destinations) == {"ems-webhook", "debug-outbox"}
-    assert [r.name for r in plan.routes] == ["all-to-webhook", "clinical-to-file"]
+    assert set(plan.destinations) == {"ems-webhook", "his-mllp", "emr-fhir", "debug-outbox"}
+    assert [r.name for r in plan.routes] == [
+        "all-to-webhook",
+        "adt-to-his",
+        "oru-to-his",
+        "bundle-to-emr",
+        "clinical-to-file",
+    ]
+    assert set(plan.listeners) == {"monitors"}
