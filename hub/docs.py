@@ -85,12 +85,12 @@ def configuration_reference() -> str:
         out += [f"## {title}", "", *_table(model), ""]
     for kind, title in (("connector", "Connectors"), ("listener", "Listeners")):
         out += [f"# {title}", ""]
-        for name in names(kind):
+        for name in names(kind, shipped=True):
             component = lookup(kind, name)
             summary = _summary(sys.modules[component.__module__].__doc__ or component.__doc__)
             out += [f"## `type: {name}`", "", summary, "", *_table(component.settings_model), ""]
     out += ["# Mappings", ""]
-    for name in names("mapping"):
+    for name in names("mapping", shipped=True):
         function = lookup("mapping", name)
         doc = sys.modules[function.__module__].__doc__ or function.__doc__
         out.append(f"- `{name}`: {_summary(doc)}")

@@ -18,6 +18,7 @@ T = TypeVar("T")
 
 _KINDS = ("connector", "mapping", "adapter", "listener")
 _registry: dict[str, dict[str, Any]] = {kind: {} for kind in _KINDS}
+_plugins: dict[str, set[str]] = {kind: set() for kind in _KINDS}  # came by entry point
 _loaded = False
 
 # Modules whose import registers the built-in components.
@@ -64,6 +65,7 @@ def load_builtin() -> None:
         for kind in _KINDS:
             for ep in entry_points(group=f"hub.{kind}s"):
                 register(kind, ep.name)(ep.load())
+                _plugins[kind].add(ep.name)
     except BaseException:
         _loaded = False  # a failed load must fail again, not leave a half-filled registry
         raise
@@ -79,7 +81,19 @@ def lookup(kind: str, name: str) -> Any:
         raise RegistryError(f"no {kind} named {name!r}; known: {known}") from None
 
 
-def names(kind: str) -> list[str]:
-    """Registered names of one kind, sorted."""
+def names(kind: str, *, shipped: bool = False) -> list[str]:
+    """Registered names of one kind, sorted.
+
+    ``shipped``: only built-in components and installed plugins, not ones registered at
+    run time by other code (tests, scripts), e.g. for generated documentation.
+    """
     load_builtin()
-    return sorted(_registry[kind])
+    found = _registry[kind]
+    if not shipped:
+        return sorted(found)
+    roots = tuple(m.rsplit(".", 1)[0] + "." for m in _BUILTIN_MODULES) + _BUILTIN_MODULES
+    return sorted(
+        name
+        for name, obj in found.items()
+        if name in _plugins[kind] or getattr(obj, "__module__", "").startswith(roots)
+    )

@@ -48,3 +48,17 @@ def test_the_configuration_reference_is_current() -> None:
     assert committed == configuration_reference(), (
         "docs/configuration.md is stale: run `hub docs` and commit the result"
     )
+
+
+def test_components_registered_at_run_time_stay_out_of_the_reference() -> None:
+    from hub.docs import configuration_reference
+    from hub.registry import names, register
+    from mappings.base import MappingContext, Payload
+
+    @register("mapping", "docs-test-only")
+    def _only_here(event: object, ctx: MappingContext) -> Payload:
+        return Payload(b"", "text/plain")
+
+    assert "docs-test-only" in names("mapping")
+    assert "docs-test-only" not in names("mapping", shipped=True)
+    assert "docs-test-only" not in configuration_reference()
