@@ -15,12 +15,11 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from hub.config.env import substitute
 from hub.config.spec import DestinationSpec, HubSpec, ListenerSpec, RouteSpec
 from hub.connectors.base import ConnectorSettings
-from hub.listeners import ListenerSettings
 from hub.registry import RegistryError, lookup
 from hub.retry import RetryPolicy
 
@@ -68,7 +67,7 @@ class Destination:
 class ListenerPlan:
     name: str
     type: str
-    settings: ListenerSettings
+    settings: BaseModel  # the listener's own settings model (hub.listeners.ListenerSettings)
     enabled: bool
 
 
