@@ -72,7 +72,11 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from hub.store.store import Store
 
     plan = load_config(args.config)
-    store = Store.open(plan.database_url, migrate=plan.database_url.startswith("sqlite"))
+    store = Store.open(
+        plan.database_url,
+        migrate=plan.database_url.startswith("sqlite"),
+        sync=plan.spec.database_sync,
+    )
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -101,7 +105,7 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
     from hub.store.database import make_engine, upgrade
 
     plan = load_config(args.config)
-    engine = make_engine(plan.database_url)
+    engine = make_engine(plan.database_url, sync=plan.spec.database_sync)
     upgrade(engine, args.revision)
     engine.dispose()
     print(f"database at revision {args.revision}")
@@ -131,7 +135,11 @@ def _store(args: argparse.Namespace) -> Any:
     from hub.store.store import Store
 
     plan = load_config(args.config)
-    return Store.open(plan.database_url, migrate=plan.database_url.startswith("sqlite"))
+    return Store.open(
+        plan.database_url,
+        migrate=plan.database_url.startswith("sqlite"),
+        sync=plan.spec.database_sync,
+    )
 
 
 def _when(value: float | None) -> str:

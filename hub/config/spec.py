@@ -16,6 +16,7 @@ from hub.retry import RetryPolicy
 __all__ = [
     "ApiSpec",
     "ClientSpec",
+    "DatabaseSync",
     "DestinationSpec",
     "HubSpec",
     "ListenerSpec",
@@ -26,6 +27,7 @@ __all__ = [
 ]
 
 Scope = Literal["ingest", "read", "operate"]
+DatabaseSync = Literal["full", "normal"]
 Scalar = str | int | float | bool | None
 _NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 _ORDERING = re.compile(r"^(incident|patient|none|field:[A-Za-z0-9_.]+)$")
@@ -118,6 +120,15 @@ class HubSpec(_Spec):
     version: Literal[1] = Field(default=1, description="Format version of this file.")
     database_url: str = Field(
         default="sqlite:///hub-data/hub.db", description="SQLAlchemy URL; HUB_DATABASE_URL wins."
+    )
+    database_sync: DatabaseSync = Field(
+        default="full",
+        description="SQLite only: when a commit (and so an ACK or 202) counts as durable. "
+        "`full` (WAL, synchronous=FULL): every commit is fsynced and survives power loss or "
+        "an OS crash. `normal` (WAL, synchronous=NORMAL): a commit survives a crash of the "
+        "hub process, but the last commits before an OS crash or power loss may be lost "
+        "although they were acknowledged; ~50x cheaper commits. PostgreSQL follows its "
+        "own `synchronous_commit`.",
     )
     api: ApiSpec = Field(default_factory=ApiSpec, description="The HTTP API.")
     worker: WorkerSpec = Field(default_factory=WorkerSpec, description="Delivery workers.")

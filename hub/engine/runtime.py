@@ -26,7 +26,9 @@ log = logging.getLogger("hub.runtime")
 class HubRuntime:
     def __init__(self, plan: Plan, store: Store | None = None, *, with_worker: bool = True) -> None:
         self.plan = plan
-        self.store = store or Store.open(plan.database_url, migrate=True)
+        self.store = store or Store.open(
+            plan.database_url, migrate=True, sync=plan.spec.database_sync
+        )
         self.metrics = HubMetrics()
         self.writer = GroupCommitWriter(self.store)
         self.ingestor = Ingestor(self.store, Router(plan), self.writer, self.metrics)

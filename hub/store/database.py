@@ -1,7 +1,9 @@
 """Database engines for the two supported back ends, and schema migration.
 
-SQLite runs in WAL mode with ``synchronous=FULL`` (a commit survives power loss) and
-takes its write lock at BEGIN, so two writers never deadlock on a lock upgrade. A
+SQLite runs in WAL mode with ``synchronous=FULL`` by default (a commit survives power
+loss); ``sync="normal"`` (hub.yaml ``database_sync``) selects ``synchronous=NORMAL``,
+whose commits survive a crash of the process but not of the OS. SQLite takes its write
+lock at BEGIN, so two writers never deadlock on a lock upgrade. A
 connection with the execution option ``READ_ONLY`` begins a deferred transaction instead:
 in WAL mode a reader needs no lock, so reads never wait behind writers.
 """
@@ -9,8 +11,9 @@ in WAL mode a reader needs no lock, so reads never wait behind writers.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from alembic import command
@@ -18,9 +21,11 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
-__all__ = ["READ_ONLY", "alembic_config", "is_sqlite", "make_engine", "upgrade"]
+__all__ = ["READ_ONLY", "SqliteSync", "alembic_config", "is_sqlite", "make_engine", "upgrade"]
 
 READ_ONLY = "hub_read_only"  # execution option: this connection only reads
+SqliteSync = Literal["full", "normal"]
+_SYNCHRONOUS: dict[str, str] = {"full": "FULL", "normal": "NORMAL"}
 
 
 def is_sqlite(url: str) -> bool:
@@ -31,8 +36,16 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def make_engine(url: str, *, pool_size: int = 8) -> Engine:
-    """An engine configured for the hub's access pattern on either back end."""
+def make_engine(url: str, *, pool_size: int = 8, sync: SqliteSync = "full") -> Engine:
+    """An engine configured for the hub's access pattern on either back end.
+
+    ``sync`` is SQLite's durability (``PRAGMA synchronous`` in WAL mode): ``full`` fsyncs
+    every commit (power-loss safe); ``normal`` fsyncs only at checkpoints, so a commit
+    survives a crash of this process but not an OS crash or power loss. Ignored for
+    PostgreSQL.
+    """
+    if sync not in _SYNCHRONOUS:
+        raise ValueError(f"sync must be one of {sorted(_SYNCHRONOUS)}, not {sync!r}")
     parsed = make_url(url)
     # JSON columns go through orjson: ingest writes one JSON value per event.
     json_args: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
@@ -47,20 +60,23 @@ def make_engine(url: str, *, pool_size: int = 8) -> Engine:
     engine = create_engine(
         parsed, connect_args={"timeout": 30, "check_same_thread": False}, **json_args
     )
-    event.listen(engine, "connect", _sqlite_connect)
+    event.listen(engine, "connect", _sqlite_connect(_SYNCHRONOUS[sync]))
     event.listen(engine, "begin", _sqlite_begin)
     return engine
 
 
-def _sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
-    # Let SQLAlchemy's "begin" hook own transactions instead of the driver's implicit ones.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+def _sqlite_connect(synchronous: str) -> Callable[[sqlite3.Connection, Any], None]:
+    def connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" hook own transactions instead of the driver's own.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return connect
 
 
 def _sqlite_begin(connection: Any) -> None:
