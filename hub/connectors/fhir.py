@@ -10,10 +10,11 @@ OperationOutcome in a failure reply is summarised into the error text.
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
-import httpx
 import orjson
 from pydantic import Field, HttpUrl, SecretStr
 
@@ -25,7 +26,8 @@ from hub.connectors.base import (
     SendResult,
     truncate,
 )
-from hub.connectors.http import MESSAGE_ID_HEADER, parse_retry_after
+from hub.connectors.http import MESSAGE_ID_HEADER, failure, parse_retry_after
+from hub.connectors.httpclient import HttpClient, HttpClientError, HttpReply, Target
 from hub.registry import register
 
 __all__ = [
@@ -121,19 +123,14 @@ class FhirConnector(Connector):
 
     def __init__(self, name: str, settings: FhirSettings) -> None:
         super().__init__(name, settings)
-        self._client: httpx.AsyncClient | None = None
+        self._client = HttpClient(timeout=settings.timeout)
+        self._target = Target.parse(str(settings.base_url))
         self._token: str | None = None
         self._token_expires = 0.0
         self._token_lock = asyncio.Lock()
 
-    async def start(self) -> None:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.settings.timeout)
-
     async def close(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
+        await self._client.close()
 
     async def _authorization(self) -> str | None:
         auth = self.settings.auth
@@ -147,18 +144,22 @@ class FhirConnector(Connector):
         return None
 
     async def _fetch_token(self, auth: OAuth2ClientCredentials) -> None:
-        assert self._client is not None
         form = {"grant_type": "client_credentials"}
         if auth.scope:
             form["scope"] = auth.scope
+        userpass = f"{auth.client_id}:{auth.client_secret.get_secret_value()}".encode()
         try:
-            reply = await self._client.post(
+            reply = await self._client.request(
+                "POST",
                 str(auth.token_url),
-                data=form,
-                auth=(auth.client_id, auth.client_secret.get_secret_value()),
-                headers={"Accept": "application/json"},
+                body=urlencode(form).encode(),
+                headers={
+                    "Accept": "application/json",
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "Authorization": "Basic " + base64.b64encode(userpass).decode(),
+                },
             )
-        except httpx.HTTPError as exc:
+        except HttpClientError as exc:
             raise _AuthFailed(
                 SendResult(Outcome.TRANSIENT, error=f"token endpoint: {exc!r}", error_class="auth")
             ) from None
@@ -173,7 +174,7 @@ class FhirConnector(Connector):
                     response=truncate(reply.content),
                     error=f"token endpoint answered {reply.status_code}",
                     error_class="auth",
-                    retry_after=parse_retry_after(reply.headers.get("Retry-After")),
+                    retry_after=parse_retry_after(reply.headers.get("retry-after")),
                 )
             )
         expires_in = document.get("expires_in", 300)
@@ -182,8 +183,6 @@ class FhirConnector(Connector):
         self._token_expires = time.monotonic() + max(0.0, lifetime - _TOKEN_MARGIN)
 
     async def send(self, message: Outbound) -> SendResult:
-        await self.start()
-        assert self._client is not None
         headers = {
             **self.settings.headers,
             "Content-Type": message.content_type or FHIR_JSON,
@@ -198,16 +197,14 @@ class FhirConnector(Connector):
         if authorization is not None:
             headers["Authorization"] = authorization
         try:
-            reply = await self._client.post(
-                str(self.settings.base_url), content=message.payload, headers=headers
+            reply = await self._client.request(
+                "POST", self._target, body=message.payload, headers=headers
             )
-        except httpx.TimeoutException as exc:
-            return SendResult(Outcome.TRANSIENT, error=f"timed out: {exc!r}", error_class="timeout")
-        except httpx.TransportError as exc:
-            return SendResult(Outcome.TRANSIENT, error=f"transport: {exc!r}", error_class="network")
+        except HttpClientError as exc:
+            return failure(exc)
         return self._classify(reply)
 
-    def _classify(self, reply: httpx.Response) -> SendResult:
+    def _classify(self, reply: HttpReply) -> SendResult:
         code = reply.status_code
         status = f"HTTP {code}"
         document = _parse_json(reply.content)
@@ -235,5 +232,5 @@ class FhirConnector(Connector):
             response=truncate(reply.content),
             error=error,
             error_class=f"http_{code // 100}xx",
-            retry_after=parse_retry_after(reply.headers.get("Retry-After")) if transient else None,
+            retry_after=parse_retry_after(reply.headers.get("retry-after")) if transient else None,
         )

@@ -11,7 +11,6 @@ import hmac
 import time
 from email.utils import parsedate_to_datetime
 
-import httpx
 from pydantic import Field, HttpUrl, SecretStr
 
 from hub.connectors.base import (
@@ -22,9 +21,10 @@ from hub.connectors.base import (
     SendResult,
     truncate,
 )
+from hub.connectors.httpclient import HttpClient, HttpClientError, Target
 from hub.registry import register
 
-__all__ = ["HttpConnector", "HttpSettings", "parse_retry_after", "sign"]
+__all__ = ["HttpConnector", "HttpSettings", "failure", "parse_retry_after", "sign"]
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 TIMESTAMP_HEADER = "X-Hub-Timestamp"
@@ -74,22 +74,8 @@ class HttpConnector(Connector):
 
     def __init__(self, name: str, settings: HttpSettings) -> None:
         super().__init__(name, settings)
-        # One single-connection client per concurrent send, reused last-in first-out.
-        # httpx's own pool walks every pooled connection on each request (a poll(2) and
-        # an attribute lookup each); with the worker's 16 sends in flight that cost more
-        # CPU than the rest of the send. A client holding one connection walks one.
-        self._idle: list[httpx.AsyncClient] = []
-        self._clients: list[httpx.AsyncClient] = []
-
-    def _client(self) -> httpx.AsyncClient:
-        if self._idle:
-            return self._idle.pop()
-        client = httpx.AsyncClient(
-            timeout=self.settings.timeout,
-            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-        )
-        self._clients.append(client)
-        return client
+        self._target = Target.parse(str(settings.url))
+        self._client = HttpClient(timeout=settings.timeout)
 
     async def send(self, message: Outbound) -> SendResult:
         timestamp = str(int(time.time()))
@@ -106,24 +92,17 @@ class HttpConnector(Connector):
         if self.settings.secret is not None:
             secret = self.settings.secret.get_secret_value()
             headers[SIGNATURE_HEADER] = sign(secret, timestamp, message.payload)
-        client = self._client()
         try:
-            reply = await client.post(
-                str(self.settings.url), content=message.payload, headers=headers
+            reply = await self._client.request(
+                "POST", self._target, body=message.payload, headers=headers
             )
-        except httpx.TimeoutException as exc:
-            return SendResult(Outcome.TRANSIENT, error=f"timed out: {exc!r}", error_class="timeout")
-        except httpx.TransportError as exc:
-            return SendResult(Outcome.TRANSIENT, error=f"transport: {exc!r}", error_class="network")
-        except httpx.HTTPError as exc:  # a reply that cannot be read, e.g. broken gzip
-            return SendResult(Outcome.TRANSIENT, error=f"reply: {exc!r}", error_class="protocol")
-        finally:
-            self._idle.append(client)
+        except HttpClientError as exc:
+            return failure(exc)
         status = f"HTTP {reply.status_code}"
         body = truncate(reply.content)
         if 200 <= reply.status_code < 300:
             return SendResult(Outcome.DELIVERED, status=status, response=body)
-        retry_after = parse_retry_after(reply.headers.get("Retry-After"))
+        retry_after = parse_retry_after(reply.headers.get("retry-after"))
         if reply.status_code in self.settings.transient_statuses:
             return SendResult(
                 Outcome.TRANSIENT,
@@ -142,6 +121,13 @@ class HttpConnector(Connector):
         )
 
     async def close(self) -> None:
-        clients, self._clients, self._idle = self._clients, [], []
-        for client in clients:
-            await client.aclose()
+        await self._client.close()
+
+
+_FAILURE_TEXT = {"timeout": "timed out", "network": "transport", "protocol": "reply"}
+
+
+def failure(exc: HttpClientError) -> SendResult:
+    """A request that got no usable reply, as a transient result with its error class."""
+    label = _FAILURE_TEXT.get(exc.error_class, exc.error_class)
+    return SendResult(Outcome.TRANSIENT, error=f"{label}: {exc!r}", error_class=exc.error_class)
