@@ -47,7 +47,7 @@ def serve(
     import uvicorn
 
     from hub.api.app import create_app
-    from hub.engine.runtime import HubRuntime
+    from hub.runtime import HubRuntime
 
     runtime = HubRuntime(plan, with_worker=worker)
     app = create_app(runtime)

@@ -28,7 +28,7 @@ from starlette.types import Receive, Scope, Send
 
 from hub.api.auth import Gate
 from hub.engine.metrics import QueueCollector
-from hub.engine.runtime import HubRuntime
+from hub.runtime import HubRuntime
 from hub.store.records import EventAnswer
 from hub.store.store import ResendError
 

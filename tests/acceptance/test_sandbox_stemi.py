@@ -15,7 +15,7 @@ import pytest
 
 from hub.api.app import create_app
 from hub.config.plan import plan_from_mapping
-from hub.engine.runtime import HubRuntime
+from hub.runtime import HubRuntime
 from hub.store.records import DeliveryStatus
 from sandbox.cli import scenario_files
 from sandbox.http_receiver import ServerThread

@@ -12,7 +12,7 @@ import httpx
 
 from hub.api.app import create_app
 from hub.config.plan import Plan
-from hub.engine.runtime import HubRuntime
+from hub.runtime import HubRuntime
 from sandbox.http_receiver import HttpReceiverTwin, ServerThread
 
 T = TypeVar("T")

@@ -25,12 +25,12 @@ from hypothesis import strategies as st
 from hub.config.plan import ConfigError, plan_from_mapping
 from hub.connectors.base import Outcome, SendResult
 from hub.connectors.mllp import MllpConnector, MllpSettings, TlsClientSettings
-from hub.engine.runtime import HubRuntime
 from hub.hl7v2.ack import AckResult, read_ack
 from hub.hl7v2.er7 import Er7Writer, Repeat
 from hub.hl7v2.framing import FrameError, MllpDecoder, frame
 from hub.listeners.mllp import MllpListener, MllpMessageHandler
 from hub.registry import lookup
+from hub.runtime import HubRuntime
 from hub.testing.conformance import make_outbound
 from hub.testing.process import free_port, start_hub, write_config
 

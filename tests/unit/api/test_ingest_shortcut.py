@@ -14,7 +14,7 @@ import pytest
 from hub.api.app import HubApp, create_app
 from hub.config.plan import plan_from_mapping
 from hub.engine.ingest import IngestResult
-from hub.engine.runtime import HubRuntime
+from hub.runtime import HubRuntime
 from hub.store.records import EventAnswer, IngestOutcome
 
 TOKEN, READER = "dispatch-token", "reader-token"

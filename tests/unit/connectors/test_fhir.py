@@ -21,7 +21,7 @@ from hub.connectors.fhir import (
     summarise_operation_outcome,
     summarise_transaction_response,
 )
-from hub.engine.runtime import HubRuntime
+from hub.runtime import HubRuntime
 from hub.testing.conformance import ConformanceTwin, ConnectorConformance, make_outbound, started
 from hub.testing.examples import EXAMPLE_INCIDENT_ID, example_events
 from sandbox.fhir_twin import FhirServerTwin
@@ -57,6 +57,7 @@ class FhirTwin:
     def __init__(self, **options: Any) -> None:
         self.app = FhirServerTwin(**options)
         self.server = ServerThread(self.app.app).start()
+        self.port = self.server.port
         self.url = self.server.url + "/"
         self._stopped = False
 
@@ -79,6 +80,12 @@ class FhirTwin:
         if not self._stopped:
             self._stopped = True
             self.server.stop()
+
+    def restart(self) -> None:
+        """The same server state on the same port: connectors must reconnect by themselves."""
+        self.server.stop()
+        self.server = ServerThread(self.app.app, port=self.port).start()
+        self._stopped = False
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""One hub process: store, group-commit writer, ingestor and (optionally) a worker.
+"""One hub process: store, group-commit writer, ingestor, listeners and a worker.
 
 The API and the CLI drive a runtime; the runtime knows nothing of HTTP.
 """
