@@ -20,23 +20,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
-import signal
-import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-
-import httpx
-
-from hub.connectors.base import Outbound, Outcome
-from hub.connectors.http import HttpConnector, HttpSettings
-from hub.connectors.httpclient import HttpClient, Target
-from hub.testing.process import free_port
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
+# Run as a script, this folder comes first on sys.path: put the repository root there, so
+# that ``benchmarks.common`` imports (and benchmarks/mappings.py hides no package).
+if sys.path and Path(sys.path[0] or ".").resolve() == HERE:
+    sys.path[0] = str(HERE.parent)
+
+import httpx  # noqa: E402
+
+from benchmarks.common import webhook_twin  # noqa: E402
+from hub.connectors.base import Outbound, Outcome  # noqa: E402
+from hub.connectors.http import HttpConnector, HttpSettings  # noqa: E402
+from hub.connectors.httpclient import HttpClient, Target  # noqa: E402
+
 BODY = b'{"event":{"type":"unit.status","data":{"unit_id":"AMB-1","status":"en_route"}}}' * 4
 HEADERS = {
     "Content-Type": "application/json",
@@ -47,36 +49,6 @@ HEADERS = {
 }
 
 Send = Callable[[int], Awaitable[None]]
-
-
-@contextlib.contextmanager
-def twin() -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, str(HERE / "twin.py"), str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{url}/_bench/count", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("twin did not start") from None
-                time.sleep(0.05)
-        yield f"{url}/hook"
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 async def measure(send: Send, requests: int, concurrency: int) -> float:
@@ -173,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import uvloop
 
-    clients: dict[str, Callable[[str, int, int], Awaitable[float]]] = {
+    clients: dict[str, Callable[[str, int, int], Coroutine[Any, Any, float]]] = {
         "hub": with_hub,
         "connector": with_connector,
         "httpx": with_httpx,
@@ -184,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         print("aiohttp is not installed: skipped")
     else:
         clients["aiohttp"] = with_aiohttp
-    with twin() as url:
+    with webhook_twin() as twin:
+        url = f"{twin.url}/hook"
         for name, run in clients.items():
             best = min(
                 uvloop.run(run(url, args.requests, args.concurrency)) for _ in range(args.rounds)

@@ -27,31 +27,39 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
-import platform
-import signal
-import sqlite3
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-import orjson
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-
-from hub.testing.process import HubProcess, free_port, start_hub, write_config
-
 HERE = Path(__file__).resolve().parent
-DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+# Run as a script, this folder comes first on sys.path: put the repository root there, so
+# that ``benchmarks.common`` imports (and benchmarks/mappings.py hides no package).
+if sys.path and Path(sys.path[0] or ".").resolve() == HERE:
+    sys.path[0] = str(HERE.parent)
+
+import orjson  # noqa: E402
+
+from benchmarks.common import (  # noqa: E402
+    DEFAULT_PG,
+    WebhookTwin,
+    cpu_seconds,
+    machine,
+    postgres_schema,
+    postgres_settings,
+    profile_folder,
+    profiled,
+    summary_ms,
+    wait_delivered,
+    webhook_twin,
+    write_report,
+)
+from hub.testing.process import HubProcess, start_hub, write_config  # noqa: E402
+
 INCIDENTS = 500  # ordering keys: deliveries of one incident go one at a time
 
 
@@ -118,73 +126,7 @@ def _message_id(answer: bytes) -> str:
     return str(delivery["message_id"])
 
 
-# ---------------------------------------------------------------- the processes
-
-
-@dataclass
-class Twin:
-    process: subprocess.Popen[bytes]
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def count(self) -> int:
-        return int(httpx.get(f"{self.url}/_bench/count", timeout=10).json())
-
-    def arrivals(self) -> dict[str, float]:
-        data: dict[str, float] = httpx.get(f"{self.url}/_bench/arrivals", timeout=30).json()
-        return data
-
-
-@contextlib.contextmanager
-def twin_process(log: Path) -> Iterator[Twin]:
-    port = free_port()
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, str(HERE / "twin.py"), str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    twin = Twin(process, port)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"twin exited; see {log}")
-            try:
-                twin.count()
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"twin did not start; see {log}") from None
-                time.sleep(0.05)
-        yield twin
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-@contextlib.contextmanager
-def postgres_schema(base: str) -> Iterator[str]:
-    schema = f"hubbench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+# ---------------------------------------------------------------- the hub
 
 
 def _config(database_url: str, hook: str) -> dict[str, Any]:
@@ -196,23 +138,6 @@ def _config(database_url: str, hook: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- measurements
-
-
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-def _summary_ms(values: list[float]) -> dict[str, float]:
-    ms = [v * 1000 for v in values]
-    return {
-        "p50_ms": round(_pct(ms, 50), 2),
-        "p99_ms": round(_pct(ms, 99), 2),
-        "max_ms": round(max(ms), 2) if ms else float("nan"),
-        "mean_ms": round(statistics.fmean(ms), 2) if ms else float("nan"),
-    }
 
 
 @dataclass
@@ -238,18 +163,8 @@ class Latency:
     post_to_partner: dict[str, float] = field(default_factory=dict)
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU a process has used (Linux /proc), to express cost per event."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _wait_delivered(hub: HubProcess, twin: Twin, target: int) -> None:
-    deadline = time.monotonic() + 300
-    while twin.count() < target:
-        if time.monotonic() > deadline or not hub.alive():
-            raise RuntimeError(f"deliveries stalled; hub log:\n{hub.log_tail()}")
-        time.sleep(0.05)
+def _wait_delivered(hub: HubProcess, twin: WebhookTwin, target: int) -> None:
+    wait_delivered(hub, twin.count, target, timeout=300, poll=0.05)
 
 
 async def _post_all(
@@ -280,15 +195,15 @@ async def _post_all(
     return last_202, latencies
 
 
-def _throughput(hub: HubProcess, twin: Twin, events: int, concurrency: int) -> Throughput:
+def _throughput(hub: HubProcess, twin: WebhookTwin, events: int, concurrency: int) -> Throughput:
     bodies = [_event("tp", i) for i in range(events)]
     base = twin.count()
-    hub_cpu, twin_cpu = _cpu_seconds(hub.pid), _cpu_seconds(twin.process.pid)
+    hub_cpu, twin_cpu = cpu_seconds(hub.pid), cpu_seconds(twin.process.pid)
     t0 = time.time()
     last_202, latencies = asyncio.run(_post_all(hub, bodies, concurrency))
     _wait_delivered(hub, twin, base + events)
-    hub_cpu = _cpu_seconds(hub.pid) - hub_cpu
-    twin_cpu = _cpu_seconds(twin.process.pid) - twin_cpu
+    hub_cpu = cpu_seconds(hub.pid) - hub_cpu
+    twin_cpu = cpu_seconds(twin.process.pid) - twin_cpu
     done = max(twin.arrivals().values())
     accept = last_202 - t0
     return Throughput(
@@ -300,7 +215,7 @@ def _throughput(hub: HubProcess, twin: Twin, events: int, concurrency: int) -> T
         end_to_end_seconds=round(done - t0, 3),
         hub_cpu_ms_per_event=round(hub_cpu / events * 1000, 3),
         twin_cpu_ms_per_event=round(twin_cpu / events * 1000, 3),
-        post_to_202=_summary_ms(latencies),
+        post_to_202=summary_ms(latencies),
     )
 
 
@@ -346,7 +261,7 @@ async def _paced(
     return achieved, acks, started_at
 
 
-def _latency(hub: HubProcess, twin: Twin, rate: float, duration: float) -> Latency:
+def _latency(hub: HubProcess, twin: WebhookTwin, rate: float, duration: float) -> Latency:
     count = int(rate * duration)
     base = twin.count()
     achieved, acks, started_at = asyncio.run(_paced(hub, rate, count))
@@ -357,50 +272,23 @@ def _latency(hub: HubProcess, twin: Twin, rate: float, duration: float) -> Laten
         duration_s=duration,
         events=count,
         achieved_rate=round(achieved, 1),
-        post_to_202=_summary_ms(acks),
-        post_to_partner=_summary_ms([arrivals[m] - s for m, s in started_at.items()]),
+        post_to_202=summary_ms(acks),
+        post_to_partner=summary_ms([arrivals[m] - s for m, s in started_at.items()]),
     )
 
 
-def _warm_up(hub: HubProcess, twin: Twin) -> None:
+def _warm_up(hub: HubProcess, twin: WebhookTwin) -> None:
     base = twin.count()
     asyncio.run(_post_all(hub, [_event("warm", i) for i in range(50)], 4))
     _wait_delivered(hub, twin, base + 50)
-
-
-@contextlib.contextmanager
-def profiled(hub: HubProcess, out: Path | None) -> Iterator[None]:
-    """Sample the hub with py-spy (``--profile``) while the block runs: collapsed stacks,
-    one file per phase, for flame graphs or a quick ``sort | tail``."""
-    if out is None:
-        yield
-        return
-    command = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(hub.pid)]
-    command += ["--format", "raw", "--threads", "--gil", "--rate", "250", "--nonblocking"]
-    spy = subprocess.Popen(
-        [*command, "--output", str(out)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        yield
-    finally:
-        spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-        try:
-            spy.wait(30)
-        except subprocess.TimeoutExpired:
-            spy.kill()
-            spy.wait()
 
 
 def run_one(
     database: str, database_url: str, args: argparse.Namespace, workdir: Path
 ) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
-    profile = Path(args.profile) if args.profile else None
-    if profile is not None:
-        profile.mkdir(parents=True, exist_ok=True)
-    with twin_process(workdir / "twin.log") as twin:
+    profile = profile_folder(args.profile)
+    with webhook_twin(workdir / "twin.log") as twin:
         config = write_config(workdir, _config(database_url, f"{twin.url}/hook"))
         with start_hub(config) as hub:
             try:
@@ -426,31 +314,6 @@ def run_one(
 
 
 # ---------------------------------------------------------------- report
-
-
-def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "sqlite": sqlite3.sqlite_version,
-    }
-
-
-def _postgres_version(url: str) -> str:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return str(conn.execute(text("SHOW server_version")).scalar())
-    finally:
-        engine.dispose()
 
 
 def _p50_p99(summary: dict[str, float]) -> str:
@@ -491,10 +354,6 @@ def main(argv: list[str] | None = None) -> int:
 
     databases = ["sqlite", "postgres"] if args.database == "both" else [args.database]
     info = machine()
-    print(f"machine: {info['nproc']} CPUs ({info['cpu']}), Python {info['python']}")
-    info["loadavg_1m_before"] = round(os.getloadavg()[0], 2)
-    if info["loadavg_1m_before"] > 0.5:
-        print(f"warning: load average {info['loadavg_1m_before']}: figures will be low")
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
         for database in databases:
@@ -504,28 +363,24 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(run_one(database, url, args, workdir))
             else:
                 base = args.postgres_url or DEFAULT_PG
-                info["postgres"] = _postgres_version(base)
+                info["postgres"] = postgres_settings(base, ["server_version"])["server_version"]
                 with postgres_schema(base) as url:
                     results.append(run_one(database, url, args, workdir))
     print()
     print_table(results)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    report = {
-        "benchmark": "ingest",
-        "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": info,
-        "settings": {
+    write_report(
+        args.out,
+        "ingest",
+        machine=info,
+        settings={
             "events": args.events,
             "concurrency": args.concurrency,
             "rate": args.rate,
             "duration_s": args.duration,
             "ordering_keys": INCIDENTS,
         },
-        "results": results,
-    }
-    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"\nwrote {out}")
+        results=results,
+    )
     return 0
 
 

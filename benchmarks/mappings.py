@@ -15,7 +15,6 @@ shows the rate, the mean and the p99 of single calls. JSON goes to
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -29,11 +28,13 @@ from typing import Any
 import orjson
 
 HERE = Path(__file__).resolve().parent
-# Run as a script, this file's directory comes first on sys.path and its name would hide
-# the ``mappings`` package.
+# Run as a script, this file's folder comes first on sys.path and its name would hide the
+# ``mappings`` package: put the repository root there instead, from which
+# ``benchmarks.common`` imports.
 if sys.path and Path(sys.path[0] or ".").resolve() == HERE:
-    sys.path.pop(0)
+    sys.path[0] = str(HERE.parent)
 
+from benchmarks.common import write_report  # noqa: E402
 from hub.hl7v2.er7 import decode, parse_message  # noqa: E402
 from hub.hl7v2.inbound import InboundOptions, convert  # noqa: E402
 from hub.model.events import parse_events  # noqa: E402
@@ -169,22 +170,18 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{name:<{width}}  {r['per_second']:>9.0f}  {r['mean_ms']:>8.3f}  {r['p99_ms']:>8.3f}"
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    report = {
-        "benchmark": "mappings",
-        "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {
+    write_report(
+        args.out,
+        "mappings",
+        machine={
             "nproc": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
             "loadavg_1m": round(os.getloadavg()[0], 2),
         },
-        "settings": {"seconds_per_case": args.seconds, "incident": "STEMI example"},
-        "results": results,
-    }
-    out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"\nwrote {out}")
+        settings={"seconds_per_case": args.seconds, "incident": "STEMI example"},
+        results=results,
+    )
     return 0
 
 

@@ -31,35 +31,42 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import signal
-import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 HERE = Path(__file__).resolve().parent
-# Run as a script, this directory comes first on sys.path, and benchmarks/mappings.py
-# would hide the ``mappings`` package the hub imports.
+# Run as a script, this folder comes first on sys.path, and benchmarks/mappings.py would
+# hide the ``mappings`` package the hub imports: put the repository root there instead,
+# from which ``benchmarks.common`` imports.
 if sys.path and Path(sys.path[0] or ".").resolve() == HERE:
-    sys.path.pop(0)
+    sys.path[0] = str(HERE.parent)
 
-from sqlalchemy import create_engine, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
-
+from benchmarks.common import (  # noqa: E402
+    DEFAULT_PG,
+    cpu_seconds,
+    machine,
+    postgres_schema,
+    postgres_settings,
+    profile_folder,
+    profiled,
+    stop_process,
+    summary_ms,
+    wait_delivered,
+    write_report,
+)
 from hub.testing.process import HubProcess, free_port, start_hub, write_config  # noqa: E402
 
-DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 INCIDENTS = 200  # monitors (one patient, one incident each); ordering keys of the route
 START, END = b"\x0b", b"\x1c\r"
 PHASE_TIMEOUT = 300.0  # seconds any one phase may take
+POSTGRES_SETTINGS = ("server_version", "fsync", "synchronous_commit", "wal_sync_method")
 
 
 # ---------------------------------------------------------------- the HIS twin process
@@ -133,13 +140,7 @@ def twin_process() -> Iterator[Twin]:
             raise RuntimeError("the HIS twin did not start")
         yield Twin(process, int(ports["port"]), int(ports["control"]))
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_process(process)
 
 
 # ---------------------------------------------------------------- messages and load
@@ -209,32 +210,8 @@ async def _send_all(
 # ---------------------------------------------------------------- measurements
 
 
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-def _summary_ms(values: list[float]) -> dict[str, float]:
-    ms = [v * 1000 for v in values]
-    return {
-        "p50_ms": round(_pct(ms, 50), 3),
-        "p99_ms": round(_pct(ms, 99), 3),
-        "max_ms": round(max(ms), 3),
-        "mean_ms": round(statistics.fmean(ms), 3),
-    }
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _wait_delivered(hub: HubProcess, twin: Twin, target: int) -> None:
-    deadline = time.monotonic() + PHASE_TIMEOUT
-    while twin.count() < target:
-        if time.monotonic() > deadline or not hub.alive():
-            raise RuntimeError(f"deliveries stalled; hub log:\n{hub.log_tail()}")
-        time.sleep(0.02)
+    wait_delivered(hub, twin.count, target, timeout=PHASE_TIMEOUT, poll=0.02)
 
 
 @dataclass
@@ -254,12 +231,12 @@ def _phase(
 ) -> Phase:
     blocks = messages(prefix, count)
     base = twin.count()
-    cpu = _cpu_seconds(hub.pid)
+    cpu = cpu_seconds(hub.pid)
     t0 = time.time()
     last_ack, latencies = asyncio.run(_send_all("127.0.0.1", mllp_port, blocks, connections))
     _wait_delivered(hub, twin, base + count)
     done = twin.last()
-    cpu = _cpu_seconds(hub.pid) - cpu
+    cpu = cpu_seconds(hub.pid) - cpu
     return Phase(
         connections=connections,
         messages=count,
@@ -268,30 +245,8 @@ def _phase(
         accept_seconds=round(last_ack - t0, 3),
         end_to_end_seconds=round(done - t0, 3),
         hub_cpu_ms_per_message=round(cpu / count * 1000, 3),
-        send_to_ack=_summary_ms(latencies),
+        send_to_ack=summary_ms(latencies, digits=3),
     )
-
-
-@contextlib.contextmanager
-def profiled(hub: HubProcess, out: Path | None) -> Iterator[None]:
-    """py-spy the hub while the block runs (collapsed stacks, GIL holder only)."""
-    if out is None:
-        yield
-        return
-    command = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(hub.pid)]
-    command += ["--format", "raw", "--threads", "--gil", "--rate", "250", "--nonblocking"]
-    spy = subprocess.Popen(
-        [*command, "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        yield
-    finally:
-        spy.send_signal(signal.SIGINT)
-        try:
-            spy.wait(30)
-        except subprocess.TimeoutExpired:
-            spy.kill()
-            spy.wait()
 
 
 def _config(database_url: str, sync: str, mllp_port: int, twin: Twin, his_links: int) -> Any:
@@ -323,9 +278,7 @@ def run_one(
     label: str, database_url: str, sync: str, args: argparse.Namespace, workdir: Path
 ) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
-    profile = Path(args.profile) if args.profile else None
-    if profile is not None:
-        profile.mkdir(parents=True, exist_ok=True)
+    profile = profile_folder(args.profile)
     phases: list[Phase] = []
     with twin_process() as twin:
         mllp_port = free_port()
@@ -371,49 +324,6 @@ DURABILITY = {
 
 
 # ---------------------------------------------------------------- report
-
-
-def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "sqlite": sqlite3.sqlite_version,
-    }
-
-
-def _postgres_info(url: str) -> dict[str, str]:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return {
-                name: str(conn.execute(text(f"SHOW {name}")).scalar())
-                for name in ("server_version", "fsync", "synchronous_commit", "wal_sync_method")
-            }
-    finally:
-        engine.dispose()
-
-
-@contextlib.contextmanager
-def postgres_schema(base: str) -> Iterator[str]:
-    schema = f"hubbench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def print_table(results: list[dict[str, Any]], out: IO[str] = sys.stdout) -> None:
@@ -464,10 +374,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--messages must be between 1 and 1,000,000")
 
     info = machine()
-    print(f"machine: {info['nproc']} CPUs ({info['cpu']}), Python {info['python']}")
-    info["loadavg_1m_before"] = round(os.getloadavg()[0], 2)
-    if info["loadavg_1m_before"] > 0.5:
-        print(f"warning: load average {info['loadavg_1m_before']}: figures will be low")
     syncs = ["full", "normal"] if args.sync == "both" else [args.sync]
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="hub-bench-mllp-") as tmp:
@@ -478,18 +384,16 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(run_one(f"sqlite-{sync}", url, sync, args, workdir))
         if args.database in ("postgres", "all"):
             base = args.postgres_url or DEFAULT_PG
-            info["postgres_settings"] = _postgres_info(base)
+            info["postgres_settings"] = postgres_settings(base, POSTGRES_SETTINGS)
             with postgres_schema(base) as url:
                 results.append(run_one("postgres", url, "full", args, Path(tmp) / "postgres"))
     print()
     print_table(results)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    report = {
-        "benchmark": "mllp",
-        "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": info,
-        "settings": {
+    write_report(
+        args.out,
+        "mllp",
+        machine=info,
+        settings={
             "messages": args.messages,
             "connections": args.connections,
             "his_connections": args.his_connections,
@@ -497,10 +401,8 @@ def main(argv: list[str] | None = None) -> int:
             "route": "ORU^R01 in (MLLP listener) → vitals.recorded → hl7v2-oru → mllp (HIS twin)",
             "ack": "original mode AA, written after the commit that holds the message",
         },
-        "results": results,
-    }
-    out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"\nwrote {out}")
+        results=results,
+    )
     return 0
 
 

@@ -36,6 +36,18 @@ class Sandbox:
         self.hub_server = ServerThread(create_app(self.runtime), lifespan=True).start()
         self.client = httpx.Client(base_url=self.hub_server.url, timeout=30)
 
+    def post_events(self, raw: bytes) -> httpx.Response:
+        return self.client.post(
+            "/v1/events", content=raw, headers={"content-type": "application/json"}
+        )
+
+    def play(self, scenario: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """POST a scenario file's events in one request: (the events, the 202's accepted)."""
+        raw = scenario.read_bytes()
+        reply = self.post_events(raw)
+        assert reply.status_code == 202, reply.text
+        return orjson.loads(raw)["events"], reply.json()["accepted"]
+
     def stop(self) -> None:
         self.client.close()
         self.hub_server.stop()
@@ -59,19 +71,15 @@ def wait_until(what: str, done: Any, timeout: float = 30.0) -> None:
         time.sleep(0.02)
 
 
+def _deliveries_by_route(accepted: list[dict[str, Any]], route: str) -> list[str]:
+    return [d["message_id"] for a in accepted for d in a["deliveries"] if d["route"] == route]
+
+
 @pytest.mark.parametrize("scenario", scenario_files(), ids=lambda p: p.stem)
 def test_a_scenario_reaches_every_partner_in_order(sandbox: Sandbox, scenario: Path) -> None:
-    raw = scenario.read_bytes()
-    events = orjson.loads(raw)["events"]
-    reply = sandbox.client.post(
-        "/v1/events", content=raw, headers={"content-type": "application/json"}
-    )
-    assert reply.status_code == 202, reply.text
-    accepted = reply.json()["accepted"]
+    events, accepted = sandbox.play(scenario)
     assert [a["event_id"] for a in accepted] == [e["event_id"] for e in events]
-    to_webhook = [
-        d["message_id"] for a in accepted for d in a["deliveries"] if d["route"] == "all-to-webhook"
-    ]
+    to_webhook = _deliveries_by_route(accepted, "all-to-webhook")
     to_file = {
         d["message_id"]: a["event_id"]
         for a in accepted
@@ -102,9 +110,7 @@ def test_a_scenario_reaches_every_partner_in_order(sandbox: Sandbox, scenario: P
         assert document["event"]["event_id"] == to_file[path.stem]
 
     # the dispatch center sends the whole incident again: answered, nothing sent twice
-    again = sandbox.client.post(
-        "/v1/events", content=raw, headers={"content-type": "application/json"}
-    )
+    again = sandbox.post_events(scenario.read_bytes())
     assert again.status_code == 202
     assert again.headers["idempotent-replayed"] == "true"
     assert again.json()["accepted"] == accepted
@@ -113,19 +119,9 @@ def test_a_scenario_reaches_every_partner_in_order(sandbox: Sandbox, scenario: P
     assert sandbox.twin.accepted_ids() == to_webhook
 
 
-def _deliveries_by_route(accepted: list[dict[str, Any]], route: str) -> list[str]:
-    return [d["message_id"] for a in accepted for d in a["deliveries"] if d["route"] == route]
-
-
 @pytest.mark.parametrize("scenario", scenario_files(), ids=lambda p: p.stem)
 def test_a_scenario_reaches_the_his_and_the_emr(sandbox: Sandbox, scenario: Path) -> None:
-    raw = scenario.read_bytes()
-    events = orjson.loads(raw)["events"]
-    reply = sandbox.client.post(
-        "/v1/events", content=raw, headers={"content-type": "application/json"}
-    )
-    assert reply.status_code == 202, reply.text
-    accepted = reply.json()["accepted"]
+    events, accepted = sandbox.play(scenario)
     to_his = _deliveries_by_route(accepted, "adt-to-his") + _deliveries_by_route(
         accepted, "oru-to-his"
     )

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Coroutine, Iterator
@@ -396,26 +394,6 @@ def test_handler_never_raises_and_always_answers_a_frame(hub: RunningHub, item: 
     (reply,) = MllpDecoder().feed(replies[0])
     assert isinstance(reply, bytes)
     assert read_ack(reply, default_charset="gb18030").code in ("AA", "AE", "AR")
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 from the openssl command line."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("no openssl command to make a test certificate (cryptography not installed)")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2",
-            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
 
 
 def test_hub_connector_to_hub_listener_over_tls(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -95,13 +94,6 @@ def fhir_twin() -> Iterator[FhirTwin]:
         yield twin
     finally:
         twin.stop()
-
-
-@pytest.fixture
-def closed_port() -> Iterator[int]:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield int(sock.getsockname()[1])
 
 
 def fhir(url: str, **settings: object) -> FhirConnector:

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import shutil
 import ssl
-import subprocess
 import zlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -77,6 +75,20 @@ class Server:
 def ok(body: bytes = b"ok", *extra: bytes) -> bytes:
     head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n" % len(body)
     return head + b"".join(h + b"\r\n" for h in extra) + b"\r\n" + body
+
+
+def post_once(answer: bytes, *, close_after: bool = False) -> HttpReply:
+    """One POST from a fresh client to a :class:`Server` that sends ``answer``."""
+
+    async def scenario() -> HttpReply:
+        async with Server(answer, close_after=close_after) as url:
+            client = HttpClient(timeout=5)
+            try:
+                return await client.request("POST", url)
+            finally:
+                await client.close()
+
+    return asyncio.run(scenario())
 
 
 def test_request_line_headers_and_body() -> None:
@@ -258,32 +270,14 @@ def test_idle_connection_closed_by_server_is_dropped() -> None:
 
 
 def test_reply_read_until_close() -> None:
-    async def scenario() -> HttpReply:
-        server = Server(
-            b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end", close_after=True
-        )
-        async with server as url:
-            client = HttpClient(timeout=5)
-            try:
-                return await client.request("POST", url)
-            finally:
-                await client.close()
-
-    reply = asyncio.run(scenario())
+    reply = post_once(
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end", close_after=True
+    )
     assert reply.content == b"until the end"
 
 
 def test_interim_100_continue_is_skipped() -> None:
-    async def scenario() -> HttpReply:
-        server = Server(b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"done"))
-        async with server as url:
-            client = HttpClient(timeout=5)
-            try:
-                return await client.request("POST", url)
-            finally:
-                await client.close()
-
-    assert asyncio.run(scenario()).content == b"done"
+    assert post_once(b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"done")).content == b"done"
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
@@ -335,46 +329,19 @@ def test_gzip_and_deflate_replies_are_decoded_and_bounded() -> None:
 
 
 def test_garbled_gzip_is_a_protocol_error() -> None:
-    async def scenario() -> None:
-        server = Server(ok(b"not gzip!", b"Content-Encoding: gzip"))
-        async with server as url:
-            client = HttpClient(timeout=5)
-            try:
-                await client.request("POST", url)
-            finally:
-                await client.close()
-
     with pytest.raises(HttpProtocolError) as info:
-        asyncio.run(scenario())
+        post_once(ok(b"not gzip!", b"Content-Encoding: gzip"))
     assert info.value.error_class == "protocol"
 
 
 def test_not_http_is_a_protocol_error() -> None:
-    async def scenario() -> None:
-        server = Server(b"MSH|^~\\&|not http\r\n\r\n", close_after=True)
-        async with server as url:
-            client = HttpClient(timeout=5)
-            try:
-                await client.request("POST", url)
-            finally:
-                await client.close()
-
     with pytest.raises(HttpProtocolError):
-        asyncio.run(scenario())
+        post_once(b"MSH|^~\\&|not http\r\n\r\n", close_after=True)
 
 
 def test_cut_in_the_middle_of_a_reply_is_a_protocol_error() -> None:
-    async def scenario() -> None:
-        server = Server(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort", close_after=True)
-        async with server as url:
-            client = HttpClient(timeout=5)
-            try:
-                await client.request("POST", url)
-            finally:
-                await client.close()
-
     with pytest.raises(HttpProtocolError):
-        asyncio.run(scenario())
+        post_once(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort", close_after=True)
 
 
 def test_silent_server_is_a_timeout() -> None:
@@ -433,26 +400,6 @@ def test_target_parsing() -> None:
     assert Target.parse("http://u%40x:p@h/").authorization == "Basic dUB4OnA="
     with pytest.raises(ValueError):
         Target.parse("ftp://example.org/")
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1, made with the openssl command line."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("no openssl command to make a test certificate (cryptography not installed)")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2",
-            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
 
 
 def test_tls_verifies_the_partner(certificate: tuple[Path, Path]) -> None:

@@ -1,0 +1,242 @@
+"""What the benchmark scripts share: child processes, the webhook twin, PostgreSQL,
+the machine's description, percentiles and the JSON report.
+
+The scripts run as ``python benchmarks/NAME.py`` and import this module as
+``benchmarks.common``: each first puts the repository root on ``sys.path`` where Python
+put the benchmarks folder, in which ``mappings.py`` would hide the ``mappings`` package.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import create_engine, text
+
+from hub.testing.postgres import postgres_schema as _postgres_schema
+from hub.testing.process import HubProcess, free_port
+
+__all__ = [
+    "DEFAULT_PG",
+    "HERE",
+    "WebhookTwin",
+    "cpu_seconds",
+    "machine",
+    "postgres_schema",
+    "postgres_settings",
+    "profile_folder",
+    "profiled",
+    "stop_process",
+    "summary_ms",
+    "wait_delivered",
+    "webhook_twin",
+    "write_report",
+]
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+# ---------------------------------------------------------------- processes
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group a child was started in (``start_new_session=True``),
+    SIGKILL it if it has not exited ten seconds later, and reap the child."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@dataclass
+class WebhookTwin:
+    """``benchmarks/twin.py`` running in a process of its own."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def count(self) -> int:
+        """How many distinct messages the twin has accepted."""
+        return int(httpx.get(f"{self.url}/_bench/count", timeout=10).json())
+
+    def arrivals(self) -> dict[str, float]:
+        """Each accepted message id with its arrival time (epoch seconds)."""
+        data: dict[str, float] = httpx.get(f"{self.url}/_bench/arrivals", timeout=30).json()
+        return data
+
+
+@contextlib.contextmanager
+def webhook_twin(log: Path | None = None) -> Iterator[WebhookTwin]:
+    """Start the webhook twin on a free port, wait until it answers, stop it afterwards.
+    Its output goes to ``log`` (appended), or nowhere."""
+    port = free_port()
+    with contextlib.ExitStack() as files:
+        out = files.enter_context(log.open("ab")) if log else subprocess.DEVNULL
+        process = subprocess.Popen(
+            [sys.executable, str(HERE / "twin.py"), str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    twin = WebhookTwin(process, port)
+    see = f"; see {log}" if log else ""
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"twin exited{see}")
+            try:
+                twin.count()
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"twin did not start{see}") from None
+                time.sleep(0.05)
+        yield twin
+    finally:
+        stop_process(process)
+
+
+def wait_delivered(
+    hub: HubProcess, count: Callable[[], int], target: int, *, timeout: float, poll: float
+) -> None:
+    """Return once ``count()`` reaches ``target``; raise (hub log included) if the hub
+    dies or ``timeout`` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while count() < target:
+        if time.monotonic() > deadline or not hub.alive():
+            raise RuntimeError(f"deliveries stalled; hub log:\n{hub.log_tail()}")
+        time.sleep(poll)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used (Linux /proc), to express cost per event."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def profile_folder(option: str | None) -> Path | None:
+    """The ``--profile`` folder, created; None when not profiling."""
+    if not option:
+        return None
+    folder = Path(option)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@contextlib.contextmanager
+def profiled(hub: HubProcess, out: Path | None) -> Iterator[None]:
+    """Sample the hub with py-spy (``--profile``) while the block runs: collapsed stacks
+    of the GIL holder, one file per phase, for flame graphs or a quick ``sort | tail``."""
+    if out is None:
+        yield
+        return
+    command = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(hub.pid)]
+    command += ["--format", "raw", "--threads", "--gil", "--rate", "250", "--nonblocking"]
+    spy = subprocess.Popen(
+        [*command, "--output", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        try:
+            spy.wait(30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            spy.wait()
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+def postgres_schema(base_url: str) -> contextlib.AbstractContextManager[str]:
+    """A schema of the run's own (``hubbench_…``) on ``base_url``, dropped afterwards."""
+    return _postgres_schema(base_url, prefix="hubbench")
+
+
+def postgres_settings(url: str, names: Iterable[str]) -> dict[str, str]:
+    """The server's value of each setting (``SHOW name``), to record with the results."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return {name: str(conn.execute(text(f"SHOW {name}")).scalar()) for name in names}
+    finally:
+        engine.dispose()
+
+
+# ---------------------------------------------------------------- figures and report
+
+
+def machine() -> dict[str, Any]:
+    """CPUs, CPU model, Python, platform and SQLite; printed, with a warning when the
+    machine is busy (its one-minute load average is recorded as ``loadavg_1m_before``)."""
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    info: dict[str, Any] = {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "sqlite": sqlite3.sqlite_version,
+    }
+    print(f"machine: {info['nproc']} CPUs ({info['cpu']}), Python {info['python']}")
+    info["loadavg_1m_before"] = round(os.getloadavg()[0], 2)
+    if info["loadavg_1m_before"] > 0.5:
+        print(f"warning: load average {info['loadavg_1m_before']}: figures will be low")
+    return info
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def summary_ms(values: list[float], digits: int = 2) -> dict[str, float]:
+    """p50, p99, max and mean of durations in seconds, in milliseconds (NaN when empty)."""
+    ms = [v * 1000 for v in values]
+    return {
+        "p50_ms": round(_pct(ms, 50), digits),
+        "p99_ms": round(_pct(ms, 99), digits),
+        "max_ms": round(max(ms), digits) if ms else float("nan"),
+        "mean_ms": round(statistics.fmean(ms), digits) if ms else float("nan"),
+    }
+
+
+def write_report(out: str | Path, benchmark: str, **sections: Any) -> None:
+    """Write ``{"benchmark", "at", **sections}`` as JSON to ``out`` (folders created)."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    report = {"benchmark": benchmark, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **sections}
+    path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"\nwrote {path}")
