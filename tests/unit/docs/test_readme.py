@@ -62,3 +62,12 @@ def test_components_registered_at_run_time_stay_out_of_the_reference() -> None:
     assert "docs-test-only" in names("mapping")
     assert "docs-test-only" not in names("mapping", shipped=True)
     assert "docs-test-only" not in configuration_reference()
+
+
+def test_the_readme_event_example_is_accepted_by_the_model() -> None:
+    from hub.model.events import parse_events
+
+    (example,) = _blocks("json")
+    (event,) = parse_events(example)
+    assert event.type == "call.received"
+    assert event.occurred_at.utcoffset() is not None
