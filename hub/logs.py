@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from datetime import UTC, datetime
 
 import orjson
@@ -26,9 +27,27 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+        if record.exc_info and record.exc_info[1] is not None:
+            entry["exc"] = _exception_without_message(record.exc_info[1])
         return orjson.dumps(entry).decode()
+
+
+def _exception_without_message(exc: BaseException) -> str:
+    """Type and stack of an exception chain, never its message.
+
+    Messages can quote data (a validation error its input, a database error its
+    parameters): the full error belongs in the attempt record, not in the log.
+    """
+    parts: list[str] = []
+    current: BaseException | None = exc
+    while current is not None and len(parts) < 5:
+        frames = traceback.extract_tb(current.__traceback__)
+        where = " < ".join(
+            f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}" for f in frames[::-1]
+        )
+        parts.append(f"{type(current).__module__}.{type(current).__qualname__} at {where}")
+        current = current.__cause__ or current.__context__
+    return " | caused by ".join(parts)
 
 
 def configure(level: str = "info") -> None:

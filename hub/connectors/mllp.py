@@ -310,7 +310,13 @@ class MllpConnector(Connector):
                     decoded = decode(item, self.settings.charset)
                     ack = read_ack(parse_message(decoded.text, decoded.codec))
                 except Hl7Error as exc:
-                    log.warning("%s: ignored an unreadable reply: %s", self.name, exc.message)
+                    # code and location only: an error text may quote a field's value
+                    log.warning(
+                        "%s: ignored an unreadable reply (ERR %s at %s)",
+                        self.name,
+                        exc.code.value,
+                        exc.location or "MSH",
+                    )
                     continue
                 if ack.control_id != control_id:
                     if ack.control_id in link.answered:

@@ -48,7 +48,12 @@ def make_engine(url: str, *, pool_size: int = 8, sync: SqliteSync = "full") -> E
         raise ValueError(f"sync must be one of {sorted(_SYNCHRONOUS)}, not {sync!r}")
     parsed = make_url(url)
     # JSON columns go through orjson: ingest writes one JSON value per event.
-    json_args: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
+    json_args: dict[str, Any] = {
+        "json_serializer": _json_dumps,
+        "json_deserializer": orjson.loads,
+        # Statement parameters are patient messages: keep them out of error texts and logs.
+        "hide_parameters": True,
+    }
     if parsed.get_backend_name() != "sqlite":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
