@@ -3,7 +3,17 @@
 The mapping folds the incident's events up to and including the one being delivered
 (``hub.model.state.fold``; parsing and folding the example incident costs ~0.2 ms) and
 writes the whole picture for the event's patient as one transaction Bundle of
-conditional updates. Options (route ``options`` in hub.yaml):
+conditional updates; an incident-wide event (unit status, destination, cancellation, ...)
+writes it for every patient of the incident.
+
+Keying (details in :mod:`mappings.fhir.bundle`): one Encounter per patient per incident,
+keyed on ``<base>encounter|<incident>/<first id of the patient's chain>``, with the
+dispatch number (``<base>incident``) and the ePCR number as non-key identifiers; the
+Patient is keyed on the first id of its chain, so a temporary patient later identified
+keeps one Patient and one Encounter. Shared by the incident's patients: the 120 center
+and hospital Organizations, the crew's Practitioners and the scene Location.
+
+Options (route ``options`` in hub.yaml):
 
 - ``identifier_base``: base of hub-local identifier systems
   (default ``https://prehospital-hub.example/id/``);

@@ -4,7 +4,34 @@ Every resource is keyed on a business identifier and written with a conditional 
 (``PUT <Type>?identifier=<system>|<value>``), and its ``fullUrl`` is a uuid5 of that
 key, so a retried or a later bundle of the same incident updates the same resources
 instead of creating new ones. Each bundle is a full snapshot of what the incident knows
-about its patient, so bundles may arrive in any order and the last one wins.
+about its patient(s), so bundles may arrive in any order and the last one wins.
+
+Keys (``<base>`` is the identifier base, ``<patient-key>`` the first id of the patient's
+identity chain, i.e. its temporary id if it had one, so a temporary patient identified
+later keeps the same resources):
+
+- Organization: ``<base>source|<source>`` (the 120 center), destination hospital code;
+  Practitioner: ``<base>staff|<staff id>``; Location (the scene): ``<base>scene|<incident>``.
+  These are shared by every patient of the incident, on purpose.
+- Patient: ``<base>patient|<patient-key>``.
+- Encounter: ``<base>encounter|<incident>/<patient-key>``: one Encounter per patient per
+  incident (mother and newborn, the casualties of a crash each have their own; ``/``
+  cannot occur in a hub id, so the pair is unambiguous). The dispatch number
+  (``<base>incident|<incident>``) and the hub's ePCR number (``<base>epcr|<incident>.
+  <patient-key>``) are further, non-key identifiers: the EMR groups an incident's
+  Encounters by the dispatch number. Before any patient is known there is no Encounter
+  (nothing to chart; every later bundle carries the whole timeline anyway).
+- Condition, AllergyIntolerance, vital-sign Observations: prefixed by ``<patient-key>``;
+  ECG Observation and DocumentReference: the ECG id (ECGs belong to one patient).
+
+Which patients a bundle covers: the event's patient (``patient_ref`` or
+``data.patient_id``, resolved through identifications) when it is a known patient;
+otherwise (the incident-wide events ``call.received``, ``unit.dispatched``,
+``unit.status``, ``destination.assigned``, ``incident.cancelled``, or an event about a
+patient not yet identified) every current patient of the incident, each with its own
+Patient, Encounter and clinical resources, so an incident-wide change (status, ETA,
+destination, cancellation) reaches every patient's Encounter. Every per-patient resource
+references only its own patient's Patient and Encounter.
 """
 
 from __future__ import annotations
@@ -108,8 +135,10 @@ class BundleBuilder:
             options.get("hospital_identifier_system", self.base + "hospital")
         )
         self.entries: list[dict[str, Any]] = []
-        self.patient = self._pick_patient(patient_id)
-        self.patient_key = self._root_id(self.patient.patient_id) if self.patient else None
+        self.patients = self._pick_patients(patient_id)
+        # The patient whose resources are being built (set per patient by build()).
+        self.patient: Patient | None = None
+        self.patient_key: str | None = None
 
     # ------------------------------------------------------------------ plumbing
 
@@ -133,13 +162,14 @@ class BundleBuilder:
         )
         return full_url
 
-    def _pick_patient(self, patient_id: str | None) -> Patient | None:
+    def _pick_patients(self, patient_id: str | None) -> list[Patient]:
+        """The event's patient if it is known; else every current patient (module doc)."""
         patients = self.state.patients
         if patient_id is not None:
             current = self.state.resolve_patient_id(patient_id)
             if current in patients:
-                return patients[current]
-        return next(iter(patients.values()), None)
+                return [patients[current]]
+        return list(patients.values())
 
     def _root_id(self, patient_id: str) -> str:
         """The first id of a patient's identity chain (a temporary id, if it had one).
@@ -160,10 +190,12 @@ class BundleBuilder:
         hospital = self.organization_hospital()
         crew = self.practitioners()
         scene = self.scene_location(center)
-        patient = self.patient_resource(center) if self.patient else None
-        encounter = self.encounter(center, hospital, crew, scene, patient)
-        if patient is not None and self.patient is not None:
-            key = self.patient.patient_id
+        for current in self.patients:
+            self.patient = current
+            self.patient_key = self._root_id(current.patient_id)
+            patient = self.patient_resource(center)
+            encounter = self.encounter(center, hospital, crew, scene, patient)
+            key = current.patient_id
             assessment = self.state.assessments.get(key)
             if assessment is not None:
                 self.condition(assessment, patient, encounter)
@@ -174,6 +206,7 @@ class BundleBuilder:
                 self.vital_observations(sample, patient, encounter, center)
             for ecg in self.state.ecgs.get(key, []):
                 self.ecg(ecg, patient, encounter, center)
+        self.patient = self.patient_key = None
         return self.entries
 
     def organization_120(self) -> str:
@@ -351,16 +384,21 @@ class BundleBuilder:
         hospital: str | None,
         crew: list[tuple[str, str | None]],
         scene: str | None,
-        patient: str | None,
+        patient: str,
     ) -> str:
+        """The Encounter of the current patient in this incident (keys: module doc)."""
         state = self.state
+        assert self.patient_key is not None
         incident_id = state.incident_id or "unknown"
         status = self.encounter_status()
-        identifiers: list[dict[str, Any]] = []
-        if self.patient_key is not None:
-            identifiers.append(
-                {"system": self.system("epcr"), "value": f"{incident_id}.{self.patient_key}"}
-            )
+        identifiers: list[dict[str, Any]] = [
+            {
+                "system": self.system("incident"),
+                "value": incident_id,
+                "assigner": {"reference": center},
+            },
+            {"system": self.system("epcr"), "value": f"{incident_id}.{self.patient_key}"},
+        ]
         resource: dict[str, Any] = {
             "resourceType": "Encounter",
             "meta": {"profile": [S.PROFILE_ENCOUNTER]},
@@ -396,8 +434,7 @@ class BundleBuilder:
                     "coding": [_coding(S.V3_ACT_PRIORITY, priority)],
                     "text": f"分级 {assessment.triage_level.value}",
                 }
-        if patient is not None:
-            resource["subject"] = {"reference": patient}
+        resource["subject"] = {"reference": patient}
         if crew:
             resource["participant"] = [
                 {"individual": {"reference": ref}, **({"type": [{"text": role}]} if role else {})}
@@ -425,26 +462,9 @@ class BundleBuilder:
             resource["hospitalization"] = hospitalization
         if hospital is not None:
             resource["serviceProvider"] = {"reference": hospital}
-        resource["identifier"].append(
-            {
-                "system": self.system("incident"),
-                "value": incident_id,
-                "assigner": {"reference": center},
-            }
-        )
-        # The dispatch number is the key: one Encounter per incident (see the report).
-        full_url = entry_uuid("Encounter", self.system("incident"), incident_id)
-        self.entries.append(
-            {
-                "fullUrl": full_url,
-                "resource": resource,
-                "request": {
-                    "method": "PUT",
-                    "url": f"Encounter?identifier={self.system('incident')}|{incident_id}",
-                },
-            }
-        )
-        return full_url
+        # One Encounter per patient per incident: the dispatch number alone is not a key
+        # (a second patient's bundle would take over the first one's Encounter).
+        return self.add(resource, self.system("encounter"), f"{incident_id}/{self.patient_key}")
 
     def condition(self, assessment: Assessment, patient: str, encounter: str) -> None:
         if not assessment.impression and not assessment.impression_code:
@@ -690,7 +710,10 @@ def build_bundle(
     options: Mapping[str, Any],
     patient_id: str | None = None,
 ) -> dict[str, Any]:
-    """The transaction Bundle of the incident as it stands, for one patient."""
+    """The transaction Bundle of the incident as it stands, for patient_id's patient.
+
+    When patient_id is None or not a known patient: for every patient of the incident.
+    """
     builder = BundleBuilder(
         state, source=source, tables=tables, options=options, patient_id=patient_id
     )

@@ -148,8 +148,18 @@ def test_a_scenario_reaches_the_his_and_the_emr(sandbox: Sandbox, scenario: Path
     emr_rows = [store.delivery_by_message_id(m) for m in to_emr]
     assert all(r is not None and r["status"] == DeliveryStatus.DELIVERED for r in emr_rows)
     encounters = sandbox.partners.fhir.resources("Encounter")
-    assert len(encounters) == 1, "conditional updates keep one Encounter per incident"
+    # one Encounter per patient chain (a temporary id and the id that supersedes it are
+    # one patient), each grouped under the dispatch number and with its own subject
+    identified = [e["data"] for e in events if e["type"] == "patient.identified"]
+    superseded = {p["supersedes"] for p in identified if p.get("supersedes")}
+    chains = {p["patient_id"] for p in identified if p["patient_id"] not in superseded}
+    assert len(encounters) == len(chains), "conditional updates: one Encounter per patient"
+    assert len({e["subject"]["reference"] for e in encounters}) == len(chains)
     incident_id = events[0]["incident_id"]
-    assert any(i.get("value") == incident_id for i in encounters[0]["identifier"])
-    if any(e["type"] == "handover.completed" for e in events):
+    for encounter in encounters:
+        assert any(i.get("value") == incident_id for i in encounter["identifier"])
+    handed_over = {e["data"]["patient_id"] for e in events if e["type"] == "handover.completed"}
+    if handed_over and len(chains) == 1:
         assert encounters[0]["status"] == "finished"
+    elif handed_over:  # the patients handed over have their Encounter finished
+        assert sum(e["status"] == "finished" for e in encounters) == len(handed_over)

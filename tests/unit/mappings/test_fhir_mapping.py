@@ -171,7 +171,12 @@ def test_identifier_base_option() -> None:
     ],
 )
 def test_encounter_status_follows_the_timeline(number: int, status: str) -> None:
-    (encounter,) = resources(bundle_at(number), "Encounter")
+    events = example_events()
+    if number < 6:  # the example identifies its patient at event 6: identify it first
+        events = [events[0], events[5], *events[1:5]]
+        number += 1
+    ctx = MappingContext("M", CREATED, "emr", incident_events=tuple(events[:number]))
+    (encounter,) = resources(incident_bundle(events[number - 1], ctx), "Encounter")
     assert encounter["status"] == status
 
 
@@ -186,9 +191,13 @@ def test_encounter_class_arrival_history_and_identifiers() -> None:
         "in-progress",
         "finished",
     ]
+    key = {"system": BASE + "encounter", "value": "INC-20261125-0001/PAT-20261125-0001"}
+    assert encounter["identifier"][0] == key
     systems = {i["system"]: i["value"] for i in encounter["identifier"]}
     assert systems[BASE + "incident"] == "INC-20261125-0001"
     assert systems[BASE + "epcr"] == "INC-20261125-0001.PAT-20261125-0001"
+    (entry,) = [e for e in bundle_at(15)["entry"] if e["resource"]["resourceType"] == "Encounter"]
+    assert entry["request"]["url"] == f"Encounter?identifier={key['system']}|{key['value']}"
     assert encounter["period"] == {
         "start": "2026-11-25T08:12:30+08:00",  # first medical contact
         "end": "2026-11-25T08:47:00+08:00",
@@ -283,10 +292,14 @@ def test_condition_allergy_location_organizations_practitioners() -> None:
     assert len(resources(bundle, "Practitioner")) == 3
 
 
-def test_before_the_patient_is_known_there_is_no_patient() -> None:
-    bundle = bundle_at(1)
-    assert not resources(bundle, "Patient")
-    assert len(resources(bundle, "Encounter")) == 1
+def test_before_the_patient_is_known_there_is_no_patient_and_no_encounter() -> None:
+    # An Encounter keyed on the incident alone would be an orphan (or, worse, shared by
+    # the patients); every later bundle carries the whole timeline anyway.
+    for number in range(1, 6):
+        bundle = bundle_at(number)
+        assert not resources(bundle, "Patient"), number
+        assert not resources(bundle, "Encounter"), number
+        assert resources(bundle, "Organization"), number
 
 
 def test_temporary_patient_keeps_one_patient_key_when_identified() -> None:
