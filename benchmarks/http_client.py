@@ -69,7 +69,7 @@ async def measure(send: Send, requests: int, concurrency: int) -> float:
 
 
 async def with_hub(url: str, requests: int, concurrency: int) -> float:
-    client = HttpClient(timeout=10)
+    client = HttpClient(timeout=10, proxy="none")  # loopback: never through a proxy
     target = Target.parse(url)
 
     async def send(i: int) -> None:
@@ -83,7 +83,9 @@ async def with_hub(url: str, requests: int, concurrency: int) -> float:
 
 
 async def with_connector(url: str, requests: int, concurrency: int) -> float:
-    connector = HttpConnector("bench", HttpSettings.model_validate({"url": url, "secret": "k"}))
+    connector = HttpConnector(
+        "bench", HttpSettings.model_validate({"url": url, "secret": "k", "proxy": "none"})
+    )
 
     async def send(i: int) -> None:
         message = Outbound(i, f"MSG-{i}", "bench", BODY, "application/json", 1, "I", None, "x")

@@ -42,9 +42,15 @@ def sandbox_config(
             "default": {"initial_delay": 0.5, "max_delay": 30, "max_attempts": 8},
         },
         "destinations": {
-            "ems-webhook": {"type": "http", "url": webhook_url, "secret": f"${{{secret_env}}}"},
+            # The twins are on loopback: never through a proxy the environment names.
+            "ems-webhook": {
+                "type": "http",
+                "url": webhook_url,
+                "secret": f"${{{secret_env}}}",
+                "proxy": "none",
+            },
             "his-mllp": {"type": "mllp", "host": "127.0.0.1", "port": his_port},
-            "emr-fhir": {"type": "fhir", "base_url": fhir_url},
+            "emr-fhir": {"type": "fhir", "base_url": fhir_url, "proxy": "none"},
             "debug-outbox": {"type": "file", "directory": str(workdir / "outbox")},
         },
         "listeners": {

@@ -53,7 +53,8 @@ class SendResult:
 class ConnectorSettings(BaseModel):
     """Base of each connector's own settings spec; unknown keys are configuration errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Settings hold secrets (tokens, proxy credentials): errors never echo the input.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class Connector(abc.ABC):

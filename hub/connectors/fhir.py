@@ -26,7 +26,13 @@ from hub.connectors.base import (
     SendResult,
     truncate,
 )
-from hub.connectors.http import MESSAGE_ID_HEADER, failure, parse_retry_after
+from hub.connectors.http import (
+    MESSAGE_ID_HEADER,
+    ProxySetting,
+    failure,
+    parse_retry_after,
+    proxy_of,
+)
 from hub.connectors.httpclient import HttpClient, HttpClientError, HttpReply, Target
 from hub.registry import register
 
@@ -70,6 +76,7 @@ class FhirSettings(ConnectorSettings):
     auth: Auth = Field(default_factory=NoAuth, description="none, bearer or oauth2.")
     timeout: float = Field(default=15.0, gt=0, description="Seconds for the whole request.")
     headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")
+    proxy: ProxySetting = None  # also used for the OAuth2 token endpoint
 
 
 class _AuthFailed(Exception):
@@ -123,7 +130,7 @@ class FhirConnector(Connector):
 
     def __init__(self, name: str, settings: FhirSettings) -> None:
         super().__init__(name, settings)
-        self._client = HttpClient(timeout=settings.timeout)
+        self._client = HttpClient(timeout=settings.timeout, proxy=proxy_of(settings.proxy))
         self._target = Target.parse(str(settings.base_url))
         self._token: str | None = None
         self._token_expires = 0.0

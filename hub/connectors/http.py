@@ -10,8 +10,9 @@ import hashlib
 import hmac
 import time
 from email.utils import parsedate_to_datetime
+from typing import Annotated, Any
 
-from pydantic import Field, HttpUrl, SecretStr
+from pydantic import AfterValidator, BeforeValidator, Field, HttpUrl, SecretStr
 
 from hub.connectors.base import (
     Connector,
@@ -21,10 +22,18 @@ from hub.connectors.base import (
     SendResult,
     truncate,
 )
-from hub.connectors.httpclient import HttpClient, HttpClientError, Target
+from hub.connectors.httpclient import HttpClient, HttpClientError, Target, check_proxy_setting
 from hub.registry import register
 
-__all__ = ["HttpConnector", "HttpSettings", "failure", "parse_retry_after", "sign"]
+__all__ = [
+    "HttpConnector",
+    "HttpSettings",
+    "ProxySetting",
+    "failure",
+    "parse_retry_after",
+    "proxy_of",
+    "sign",
+]
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 TIMESTAMP_HEADER = "X-Hub-Timestamp"
@@ -32,6 +41,49 @@ MESSAGE_ID_HEADER = "X-Hub-Message-Id"
 
 # Statuses worth retrying: the partner is busy, down or timed out, not refusing the message.
 _TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def _proxy_before(value: Any) -> Any:
+    if value is False:  # YAML `proxy: false`
+        return "none"
+    if value is True:
+        raise ValueError("give a proxy URL, none or false")
+    return value
+
+
+def _proxy_after(value: SecretStr | None) -> SecretStr | None:
+    check_proxy_setting(None if value is None else value.get_secret_value())
+    return value
+
+
+# The `proxy` key of the http and fhir connectors (one definition for both).
+ProxySetting = Annotated[
+    SecretStr | None,
+    BeforeValidator(_proxy_before),
+    AfterValidator(_proxy_after),
+    Field(
+        description=(
+            "Forward proxy for every request of the destination (fhir: the OAuth2 token"
+            " endpoint too): unset uses the environment as httpx and curl do (`HTTPS_PROXY`"
+            " for https URLs, `HTTP_PROXY` for http, `ALL_PROXY` otherwise, lower-case"
+            " names first; `NO_PROXY` exempts hosts: `*`, domains and their subdomains,"
+            " `host:port`, IP addresses and CIDR ranges, with no implicit exemption for"
+            " localhost); `http://[user:password@]host:port` (port 80 if absent) for that"
+            " proxy whatever the environment says; `none` or `false` for none even if the"
+            " environment names one. Only plain http:// proxies: https targets go through"
+            " an HTTP CONNECT tunnel (TLS end to end with the partner), http targets are"
+            " sent in absolute form; credentials go in `Proxy-Authorization: Basic` (use"
+            " ${ENV_VAR}). A proxy that cannot be reached or refuses (407, 403, 502 on"
+            " CONNECT; 407 on plain http) is a transient failure of class `proxy`, 407"
+            " included: fixing the credentials lets the same message through."
+        )
+    ),
+]
+
+
+def proxy_of(setting: SecretStr | None) -> str | None:
+    """The ``proxy`` setting as :class:`HttpClient` takes it."""
+    return None if setting is None else setting.get_secret_value()
 
 
 class HttpSettings(ConnectorSettings):
@@ -45,6 +97,7 @@ class HttpSettings(ConnectorSettings):
         default=_TRANSIENT_STATUSES,
         description="HTTP statuses retried; every other non-2xx status is a permanent failure.",
     )
+    proxy: ProxySetting = None
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -75,7 +128,7 @@ class HttpConnector(Connector):
     def __init__(self, name: str, settings: HttpSettings) -> None:
         super().__init__(name, settings)
         self._target = Target.parse(str(settings.url))
-        self._client = HttpClient(timeout=settings.timeout)
+        self._client = HttpClient(timeout=settings.timeout, proxy=proxy_of(settings.proxy))
 
     async def send(self, message: Outbound) -> SendResult:
         timestamp = str(int(time.time()))
@@ -124,7 +177,12 @@ class HttpConnector(Connector):
         await self._client.close()
 
 
-_FAILURE_TEXT = {"timeout": "timed out", "network": "transport", "protocol": "reply"}
+_FAILURE_TEXT = {
+    "timeout": "timed out",
+    "network": "transport",
+    "proxy": "proxy",
+    "protocol": "reply",
+}
 
 
 def failure(exc: HttpClientError) -> SendResult:

@@ -6,7 +6,7 @@ about 0.6 ms of CPU per webhook POST on this project's 2-core machine; this clie
 :class:`asyncio.Protocol` whose replies are parsed by httptools (llhttp, the parser
 uvicorn already uses), and spends a fraction of that. What it does:
 
-* a keep-alive pool per origin (scheme, host, port), newest idle connection first;
+* a keep-alive pool per origin (scheme, host, port) and proxy, newest idle connection first;
   idle connections older than :data:`KEEPALIVE_EXPIRY` or closed by the server are
   dropped, and a request that fails on a reused connection before any reply byte
   arrived (the server closed it just as it was picked) is sent once more on a new one;
@@ -16,12 +16,19 @@ uvicorn already uses), and spends a fraction of that. What it does:
 * one timeout for the whole request (connect, send, reply);
 * TLS through an :class:`ssl.SSLContext` (certifi's roots by default, as httpx);
 * redirects are not followed (a 3xx is returned as it is);
+* forward proxies, plain ``http://`` ones only (see :class:`ProxyRoutes`): an https
+  target is reached through a ``CONNECT host:port`` tunnel and TLS inside it, an http
+  target by sending the request in absolute form (``POST http://host/path``) to the
+  proxy; ``Proxy-Authorization: Basic`` from the proxy URL's user and password. Without
+  an explicit setting the environment decides, as with httpx and curl: ``HTTPS_PROXY``
+  for https, ``HTTP_PROXY`` for http, ``ALL_PROXY`` otherwise, ``NO_PROXY`` exempting
+  hosts (lower-case names win over upper-case ones);
 * replies are bounded: past ``max_response_bytes`` the body is cut, marked
   :attr:`HttpReply.truncated`, and the connection is closed rather than reused.
 
-Failures raise :class:`HttpTimeout`, :class:`HttpNetworkError` or
-:class:`HttpProtocolError`, each with the stable ``error_class`` the connectors record.
-Proxies from the environment (``HTTPS_PROXY`` and co.) are not used.
+Failures raise :class:`HttpTimeout`, :class:`HttpNetworkError` (:class:`HttpProxyError`
+when the proxy is at fault) or :class:`HttpProtocolError`, each with the stable
+``error_class`` the connectors record.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ipaddress
+import os
 import re
 import ssl
 import time
@@ -47,9 +56,13 @@ __all__ = [
     "HttpClientError",
     "HttpNetworkError",
     "HttpProtocolError",
+    "HttpProxyError",
     "HttpReply",
     "HttpTimeout",
+    "Proxy",
+    "ProxyRoutes",
     "Target",
+    "check_proxy_setting",
 ]
 
 DEFAULT_MAX_RESPONSE_BYTES = 1 << 20  # 1 MiB: a reply is only summarised and kept truncated
@@ -74,6 +87,14 @@ class HttpTimeout(HttpClientError):
 
 class HttpNetworkError(HttpClientError):
     error_class = "network"
+
+
+class HttpProxyError(HttpNetworkError):
+    """The forward proxy could not be reached or refused the request (407, 403, 502 on
+    CONNECT...). Transient for the connectors: it is the hub's network or credentials
+    that need fixing, not the message. The text names the proxy, never its credentials."""
+
+    error_class = "proxy"
 
 
 class HttpProtocolError(HttpClientError):
@@ -126,6 +147,157 @@ class Target:
     @property
     def origin(self) -> tuple[str, str, int]:
         return (self.scheme, self.host, self.port)
+
+
+DISABLED_PROXY = frozenset({"none", "false"})  # setting values that turn proxies off
+_PROXY_VARIABLES = {"http": "http_proxy", "https": "https_proxy"}
+
+
+@dataclass(frozen=True, slots=True)
+class Proxy:
+    """A plain-HTTP forward proxy; ``url`` shows it without credentials."""
+
+    host: str
+    port: int
+    authorization: str | None = field(default=None, repr=False)  # Proxy-Authorization value
+
+    @classmethod
+    def parse(cls, url: str) -> Proxy:
+        """``http://[user:password@]host[:port]`` (port 80 if absent, as with httpx; a
+        bare ``host:port`` as in some environments means http). ValueError texts never
+        quote the URL, which may hold a password."""
+        text = url.strip()
+        if "://" not in text:
+            text = "http://" + text
+        parts = urlsplit(text)
+        scheme = parts.scheme.lower()
+        if scheme != "http":
+            raise ValueError(
+                f"only http:// proxies are supported (CONNECT is used for https targets),"
+                f" not {scheme}://"
+            )
+        try:
+            host, port = parts.hostname, parts.port or 80
+        except ValueError:
+            raise ValueError("the proxy URL has an invalid port") from None
+        if not host:
+            raise ValueError("the proxy URL has no host")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError("the proxy URL must be http://[user:password@]host:port only")
+        authorization = None
+        if parts.username is not None:
+            userpass = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            authorization = "Basic " + base64.b64encode(userpass.encode()).decode()
+        return cls(host, port, authorization)
+
+    @property
+    def url(self) -> str:
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{shown}:{self.port}"
+
+
+def check_proxy_setting(value: str | None) -> str | None:
+    """Validate a connector's ``proxy`` setting: None, ``none``/``false`` or a proxy URL."""
+    if value is not None and value.strip().lower() not in DISABLED_PROXY:
+        Proxy.parse(value)
+    return value
+
+
+def _split_host_port(entry: str) -> tuple[str, int | None]:
+    """A NO_PROXY entry as (host, port or None); bare IPv6 addresses have no port."""
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif entry.count(":") == 1:
+        host, _, port = entry.partition(":")
+    else:
+        host, port = entry, ""
+    return host, (int(port) if port.isdigit() else None)
+
+
+def no_proxy_matches(no_proxy: str, host: str, port: int) -> bool:
+    """Whether ``NO_PROXY`` exempts host:port, as curl and httpx read it: ``*`` for every
+    host; ``example.org``, ``.example.org`` or ``*.example.org`` for that domain and its
+    subdomains; ``host:port`` for one port only; IP addresses and CIDR ranges for those
+    addresses (literally: names are not resolved, so ``localhost`` does not exempt
+    ``127.0.0.1``)."""
+    host = host.lower().rstrip(".")
+    try:
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    for raw in no_proxy.replace(" ", ",").split(","):
+        entry = raw.strip().lower()
+        if entry == "*":
+            return True
+        if not entry:
+            continue
+        name, entry_port = _split_host_port(entry)
+        if entry_port is not None and entry_port != port:
+            continue
+        if address is not None:
+            try:
+                network = ipaddress.ip_network(name, strict=False)
+            except ValueError:
+                pass
+            else:
+                if address in network:
+                    return True
+                continue
+        name = name.lstrip("*").lstrip(".").rstrip(".")
+        if name and (host == name or host.endswith("." + name)):
+            return True
+    return False
+
+
+class ProxyRoutes:
+    """Which proxy, if any, a target is reached through.
+
+    ``setting`` is a connector's ``proxy``: None follows ``environ`` (read once, here),
+    ``none``/``false`` never uses a proxy, a URL is used for every target (NO_PROXY does
+    not apply to it). A proxy variable that is not a usable http:// proxy fails each
+    request it would apply to with :class:`HttpProxyError` rather than going direct.
+    """
+
+    def __init__(self, setting: str | None, environ: Mapping[str, str] | None = None) -> None:
+        self._fixed: Proxy | None = None
+        self._env: dict[str, Proxy | str] = {}  # scheme -> its proxy, or why it is unusable
+        self._no_proxy = ""
+        self._use_env = setting is None
+        if setting is not None:
+            if setting.strip().lower() not in DISABLED_PROXY:
+                self._fixed = Proxy.parse(setting)
+            return
+        env = os.environ if environ is None else environ
+        for scheme in ("http", "https"):
+            for name in (_PROXY_VARIABLES[scheme], "all_proxy"):
+                found = _getenv(env, name)
+                if found is not None:
+                    try:
+                        self._env[scheme] = Proxy.parse(found[1])
+                    except ValueError as exc:
+                        self._env[scheme] = f"{found[0]} is not a usable proxy: {exc}"
+                    break
+        self._no_proxy = (_getenv(env, "no_proxy") or ("", ""))[1]
+
+    def for_target(self, target: Target) -> Proxy | None:
+        if not self._use_env:
+            return self._fixed
+        found = self._env.get(target.scheme)
+        if found is None or no_proxy_matches(self._no_proxy, target.host, target.port):
+            return None
+        if isinstance(found, str):
+            raise HttpProxyError(found)
+        return found
+
+
+def _getenv(env: Mapping[str, str], name: str) -> tuple[str, str] | None:
+    """(name as found, value) of a non-empty variable; the lower-case spelling wins."""
+    for key in (name, name.upper()):
+        value = env.get(key, "").strip()
+        if value:
+            return key, value
+    return None
 
 
 @dataclass(slots=True)
@@ -272,6 +444,42 @@ class _Connection(asyncio.Protocol):
         return not self.closed and self.transport is not None and not self.transport.is_closing()
 
 
+class _TunnelSetup(asyncio.Protocol):
+    """Reads the proxy's reply to CONNECT: its head, and any bytes after it."""
+
+    def __init__(self, reply: asyncio.Future[tuple[bytes, bytes]], proxy: Proxy) -> None:
+        self.reply = reply
+        self.proxy = proxy
+        self.buffer = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        if self.reply.done():
+            return
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end >= 0:
+            self.reply.set_result((bytes(self.buffer[:end]), bytes(self.buffer[end + 4 :])))
+        elif len(self.buffer) > _MAX_HEAD_BYTES:
+            self.reply.set_exception(
+                HttpProxyError(f"proxy {self.proxy.url}: CONNECT reply headers too large")
+            )
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.reply.done():
+            reason = f": {exc!r}" if exc is not None else ""
+            self.reply.set_exception(
+                HttpProxyError(
+                    f"proxy {self.proxy.url} closed the connection during CONNECT{reason}"
+                )
+            )
+
+
+_STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([0-9]{3})(?: ([^\r\n]*))?")
+
+
 def _decode(body: bytes, encoding: str, limit: int, complete: bool) -> tuple[bytes, bool]:
     """Undo gzip or deflate like httpx did; (body, cut at the limit)."""
     encoding = encoding.strip().lower()
@@ -296,11 +504,16 @@ def _decode(body: bytes, encoding: str, limit: int, complete: bool) -> tuple[byt
     return out, False
 
 
-class HttpClient:
-    """Keep-alive HTTP/1.1 connections per origin, for one event loop at a time.
+_PoolKey = tuple[Proxy | None, tuple[str, str, int]]
 
-    ``timeout`` bounds each whole request. :meth:`close` drops every idle connection;
-    the client can be used again afterwards (new connections are opened).
+
+class HttpClient:
+    """Keep-alive HTTP/1.1 connections per origin and proxy, for one event loop at a time.
+
+    ``timeout`` bounds each whole request. ``proxy`` is a connector's setting (see
+    :class:`ProxyRoutes`; raises ValueError when it is not a usable proxy URL).
+    :meth:`close` drops every idle connection; the client can be used again afterwards
+    (new connections are opened).
     """
 
     def __init__(
@@ -311,13 +524,15 @@ class HttpClient:
         ssl_context: ssl.SSLContext | None = None,
         keepalive_expiry: float = KEEPALIVE_EXPIRY,
         max_idle_per_origin: int = MAX_IDLE_PER_ORIGIN,
+        proxy: str | None = None,
     ) -> None:
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
         self.keepalive_expiry = keepalive_expiry
         self.max_idle_per_origin = max_idle_per_origin
         self._ssl_context = ssl_context
-        self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
+        self._proxies = ProxyRoutes(proxy)  # the environment is read now, as httpx did
+        self._idle: dict[_PoolKey, list[_Connection]] = {}
         self._busy: set[_Connection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -345,24 +560,41 @@ class HttpClient:
                 target = Target.parse(target)
             except ValueError as exc:
                 raise HttpProtocolError(str(exc)) from None
-        head = self._head(method, target, body, headers or {})
+        proxy = self._proxies.for_target(target)
+        forward = proxy if target.scheme == "http" else None  # absolute-form to the proxy
+        head = self._head(method, target, body, headers or {}, forward)
+        key = (proxy, target.origin)
         try:
             async with asyncio.timeout(self.timeout):
-                conn, reused = await self._acquire(target)
+                conn, reused = await self._acquire(key, target)
                 try:
-                    return await self._exchange(conn, target, head, body)
+                    reply = await self._exchange(conn, key, head, body)
                 except HttpNetworkError:
                     if not reused or conn.received_any:
                         raise
-                # The server closed a kept-alive connection as we picked it: try a new one.
-                conn = await self._connect(target)
-                return await self._exchange(conn, target, head, body)
+                    # The server closed a kept-alive connection as we picked it: try a new one.
+                    conn = await self._connect(target, proxy)
+                    reply = await self._exchange(conn, key, head, body)
         except TimeoutError:
             raise HttpTimeout(f"no complete reply within {self.timeout:g} s") from None
+        if forward is not None and reply.status_code == 407:
+            raise HttpProxyError(
+                f"proxy {forward.url} refused the request to {target.host_header}"
+                " with 407 Proxy Authentication Required"
+            )
+        return reply
 
-    def _head(self, method: str, target: Target, body: bytes, headers: Mapping[str, str]) -> bytes:
+    def _head(
+        self,
+        method: str,
+        target: Target,
+        body: bytes,
+        headers: Mapping[str, str],
+        forward: Proxy | None = None,
+    ) -> bytes:
         """Request line and headers; the caller's headers replace the defaults of the
-        same name (as with httpx), and the body's length is always the client's own."""
+        same name (as with httpx), and the body's length is always the client's own.
+        Through a ``forward`` proxy the request line holds the absolute URL."""
         defaults = {
             "host": f"Host: {target.host_header}",
             "accept": "Accept: */*",
@@ -372,6 +604,11 @@ class HttpClient:
         }
         if target.authorization is not None:
             defaults["authorization"] = f"Authorization: {target.authorization}"
+        request_target = target.path
+        if forward is not None:
+            request_target = f"http://{target.host_header}{target.path}"
+            if forward.authorization is not None:
+                defaults["proxy-authorization"] = f"Proxy-Authorization: {forward.authorization}"
         given = []
         for name, value in headers.items():
             if _BAD_NAME.search(name) or _BAD_VALUE.search(value):
@@ -381,18 +618,18 @@ class HttpClient:
                 continue
             defaults.pop(key, None)
             given.append(f"{name}: {value}")
-        text = "\r\n".join([f"{method} {target.path} HTTP/1.1", *defaults.values(), *given])
+        text = "\r\n".join([f"{method} {request_target} HTTP/1.1", *defaults.values(), *given])
         try:
             return f"{text}\r\nContent-Length: {len(body)}\r\n\r\n".encode("ascii")
         except UnicodeEncodeError:
             raise HttpProtocolError("request headers must be ASCII") from None
 
-    async def _acquire(self, target: Target) -> tuple[_Connection, bool]:
+    async def _acquire(self, key: _PoolKey, target: Target) -> tuple[_Connection, bool]:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # connections belong to the loop that opened them
             self._abandon()
             self._loop = loop
-        idle = self._idle.get(target.origin)
+        idle = self._idle.get(key)
         if idle:
             now = time.monotonic()
             while idle:
@@ -400,10 +637,18 @@ class HttpClient:
                 if conn.usable and now - conn.idle_since < self.keepalive_expiry:
                     return conn, True
                 conn.close()
-        return await self._connect(target), False
+        return await self._connect(target, key[0]), False
 
-    async def _connect(self, target: Target) -> _Connection:
+    async def _connect(self, target: Target, proxy: Proxy | None = None) -> _Connection:
         loop = asyncio.get_running_loop()
+        if proxy is not None:
+            if target.scheme == "https":
+                return await self._tunnel(target, proxy)
+            try:
+                _, conn = await loop.create_connection(_Connection, proxy.host, proxy.port)
+            except OSError as exc:
+                raise HttpProxyError(f"connect to proxy {proxy.url}: {exc!r}") from None
+            return conn
         try:
             if target.scheme == "https":
                 _, conn = await loop.create_connection(
@@ -421,8 +666,58 @@ class HttpClient:
             raise HttpNetworkError(f"connect to {target.host}:{target.port}: {exc!r}") from None
         return conn
 
+    async def _tunnel(self, target: Target, proxy: Proxy) -> _Connection:
+        """CONNECT through the proxy, then TLS with the target inside the tunnel."""
+        loop = asyncio.get_running_loop()
+        shown = f"[{target.host}]" if ":" in target.host else target.host
+        authority = f"{shown}:{target.port}"
+        reply: asyncio.Future[tuple[bytes, bytes]] = loop.create_future()
+        try:
+            transport, _ = await loop.create_connection(
+                lambda: _TunnelSetup(reply, proxy), proxy.host, proxy.port
+            )
+        except OSError as exc:
+            raise HttpProxyError(f"connect to proxy {proxy.url}: {exc!r}") from None
+        try:
+            lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
+            lines.append(f"User-Agent: {USER_AGENT}")
+            if proxy.authorization is not None:
+                lines.append(f"Proxy-Authorization: {proxy.authorization}")
+            transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("ascii"))
+            head, extra = await reply
+            match = _STATUS_LINE.match(head)
+            if match is None:
+                raise HttpProxyError(f"proxy {proxy.url} answered CONNECT with something not HTTP")
+            status = int(match.group(1))
+            if not 200 <= status < 300:
+                reason = _BAD_VALUE.sub("", (match.group(2) or b"").decode("latin-1"))[:80]
+                refused = f"proxy {proxy.url} refused CONNECT to {authority} with {status}"
+                raise HttpProxyError(f"{refused} {reason}".rstrip())
+            if extra:
+                raise HttpProxyError(f"proxy {proxy.url} sent bytes after its CONNECT reply")
+            conn = _Connection()
+            try:
+                tls = await loop.start_tls(
+                    transport, conn, self._ssl(), server_hostname=target.host
+                )
+            except ssl.SSLError as exc:
+                raise HttpNetworkError(
+                    f"TLS handshake with {target.host} through proxy {proxy.url}: {exc!r}"
+                ) from None
+            except OSError as exc:
+                raise HttpNetworkError(
+                    f"TLS with {target.host} through proxy {proxy.url}: {exc!r}"
+                ) from None
+            if tls is None:  # pragma: no cover - only for a loop without TLS
+                raise HttpNetworkError("the event loop cannot start TLS over a proxy tunnel")
+        except BaseException:
+            transport.close()
+            raise
+        conn.connection_made(tls)  # start_tls does not call it
+        return conn
+
     async def _exchange(
-        self, conn: _Connection, target: Target, head: bytes, body: bytes
+        self, conn: _Connection, key: _PoolKey, head: bytes, body: bytes
     ) -> HttpReply:
         loop = asyncio.get_running_loop()
         exchange = _Exchange(loop.create_future(), self.max_response_bytes)
@@ -451,12 +746,12 @@ class HttpClient:
             conn.exchange = None
             self._busy.discard(conn)
             if reusable:
-                self._release(target, conn)
+                self._release(key, conn)
             else:
                 conn.close()
 
-    def _release(self, target: Target, conn: _Connection) -> None:
-        idle = self._idle.setdefault(target.origin, [])
+    def _release(self, key: _PoolKey, conn: _Connection) -> None:
+        idle = self._idle.setdefault(key, [])
         now = time.monotonic()
         while idle and now - idle[0].idle_since >= self.keepalive_expiry:
             idle.pop(0).close()  # the oldest idle ones are never picked while newer exist

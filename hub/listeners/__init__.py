@@ -23,7 +23,7 @@ __all__ = ["Listener", "ListenerSettings"]
 class ListenerSettings(BaseModel):
     """Base of each listener's own settings spec; unknown keys are configuration errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class Listener(abc.ABC):
