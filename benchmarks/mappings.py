@@ -36,11 +36,11 @@ if sys.path and Path(sys.path[0] or ".").resolve() == HERE:
 
 from benchmarks.common import write_report  # noqa: E402
 from hub.hl7v2.er7 import decode, parse_message  # noqa: E402
-from hub.hl7v2.inbound import InboundOptions, convert  # noqa: E402
 from hub.model.events import parse_events  # noqa: E402
 from hub.registry import load_builtin, lookup  # noqa: E402
 from hub.testing.examples import EXAMPLE_HOSPITAL_CODE, example_events  # noqa: E402
 from mappings.base import MappingContext  # noqa: E402
+from mappings.hl7v2.inbound import InboundOptions, convert  # noqa: E402
 
 Case = tuple[str, Callable[[], object]]
 

@@ -97,6 +97,8 @@ class HttpReceiverTwin:
         given = request.headers.get("x-hub-signature-256", "")
         if not stamp.isdigit() or abs(time.time() - int(stamp)) > self.max_skew:
             return False
+        # Computed here from the documented contract, not with the hub's own sign(): a
+        # partner verifies independently, so a bug in sign() must fail the tests.
         mac = hmac.new(self.secret.encode(), stamp.encode() + b"." + body, hashlib.sha256)
         return hmac.compare_digest(given, "sha256=" + mac.hexdigest())
 

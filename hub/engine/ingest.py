@@ -137,27 +137,7 @@ class Ingestor:
         An invalid body, or one with an event from a source the caller may not speak
         for, is stored as rejected and answered with its field errors.
         """
-        now = time.time()
-        inbound_id = new_id(now)
-        try:
-            parsed = parse_events(raw)
-            errors: tuple[dict[str, str], ...] = ()
-        except EventValidationError as exc:
-            errors = _field_errors(exc)
-        if not errors and allowed_sources is not None and "*" not in allowed_sources:
-            errors = tuple(
-                {
-                    "path": f"events[{i}].source" if len(parsed) > 1 else "source",
-                    "reason": f"this client may not send events from source {e.source!r}",
-                    "type": "forbidden",
-                }
-                for i, e in enumerate(parsed)
-                if e.source not in allowed_sources
-            )
-        if errors:
-            await self._reject(inbound_id, now, raw, errors, channel, content_type, source)
-            return IngestResult(inbound_id, errors=errors)
-        return await self._commit(inbound_id, now, raw, parsed, channel, content_type, source)
+        return await self._accept(raw, raw, channel, content_type, source, allowed_sources)
 
     async def submit_foreign(
         self,
@@ -175,12 +155,37 @@ class Ingestor:
         ``events[i]...``) and stored with the original ``raw`` bytes. Answers only after
         the commit; invalid events reject the whole body, kept raw as rejected.
         """
+        canonical = orjson.dumps(list(events))
+        return await self._accept(raw, canonical, channel, content_type, source, None)
+
+    async def _accept(
+        self,
+        raw: bytes,
+        canonical: bytes,
+        channel: str,
+        content_type: str | None,
+        source: str | None,
+        allowed_sources: frozenset[str] | None,
+    ) -> IngestResult:
+        """Validate ``canonical`` (events as JSON), then store ``raw`` as accepted or not."""
         now = time.time()
         inbound_id = new_id(now)
         try:
-            parsed = parse_events(orjson.dumps(list(events)))
+            parsed = parse_events(canonical)
+            errors: tuple[dict[str, str], ...] = ()
         except EventValidationError as exc:
             errors = _field_errors(exc)
+        if not errors and allowed_sources is not None and "*" not in allowed_sources:
+            errors = tuple(
+                {
+                    "path": f"events[{i}].source" if len(parsed) > 1 else "source",
+                    "reason": f"this client may not send events from source {e.source!r}",
+                    "type": "forbidden",
+                }
+                for i, e in enumerate(parsed)
+                if e.source not in allowed_sources
+            )
+        if errors:
             await self._reject(inbound_id, now, raw, errors, channel, content_type, source)
             return IngestResult(inbound_id, errors=errors)
         return await self._commit(inbound_id, now, raw, parsed, channel, content_type, source)

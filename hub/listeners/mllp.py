@@ -43,10 +43,10 @@ from hub.hl7v2.ack import AckCode, ErrorDetail, ack_wanted, build_ack
 from hub.hl7v2.er7 import Charset, MshHeader, codec_for, decode, parse_message, read_msh
 from hub.hl7v2.errors import ErrorCode, ErrorLocation, Hl7Error
 from hub.hl7v2.framing import DEFAULT_MAX_FRAME, FrameError, FrameErrorKind, MllpDecoder, frame
-from hub.hl7v2.inbound import Conversion, InboundOptions, convert
 from hub.ids import new_id
 from hub.listeners import Listener, ListenerSettings
 from hub.registry import register
+from mappings.hl7v2.inbound import Conversion, InboundOptions, convert
 
 if TYPE_CHECKING:
     from hub.engine.ingest import Ingestor

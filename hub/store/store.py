@@ -467,30 +467,13 @@ class Store:
                 ],
             )
 
-    def release(self, worker: str, ids: Iterable[int]) -> None:
-        """Hand unsent claims back (shutdown) so another worker can take them at once."""
-        ids = list(ids)
-        if not ids:
-            return
-        with self._write() as conn:
-            conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id.in_(ids))
-                .where(deliveries.c.claimed_by == worker)
-                .where(deliveries.c.status == DeliveryStatus.IN_FLIGHT.value)
-                .values(status=DeliveryStatus.PENDING.value, lease_until=None, claimed_by=None)
-            )
+    def recover(self) -> int:
+        """Start-up sweep: return every in-flight claim to the queue.
 
-    def recover(self, *, worker_prefix: str | None = None) -> int:
-        """Start-up sweep: return interrupted claims to the queue.
-
-        With ``worker_prefix`` only claims of workers whose id starts with it (this host's
-        dead processes); without it every in-flight claim, which is right only when no
-        other worker shares the database (the embedded SQLite default).
+        Right only when no other worker shares the database (the embedded SQLite
+        default); elsewhere a dead worker's claims come back when their lease ends.
         """
         stmt = update(deliveries).where(deliveries.c.status == DeliveryStatus.IN_FLIGHT.value)
-        if worker_prefix is not None:
-            stmt = stmt.where(deliveries.c.claimed_by.startswith(worker_prefix, autoescape=True))
         with self._write() as conn:
             result = conn.execute(
                 stmt.values(status=DeliveryStatus.PENDING.value, lease_until=None, claimed_by=None)
@@ -660,10 +643,6 @@ class Store:
                 select(deliveries.c.status, func.count()).group_by(deliveries.c.status)
             )
             return {status: int(count) for status, count in rows}
-
-    def audit(self, actor: str, action: str, subject: str | None, details: Any = None) -> None:
-        with self._write() as conn:
-            self._audit(conn, actor, action, subject, details)
 
     @staticmethod
     def _audit(

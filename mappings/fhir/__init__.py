@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hub.registry import register
 from mappings.base import MappingContext, MappingError, Payload
@@ -42,35 +42,6 @@ from mappings.tables import BUILTIN_TABLES
 __all__ = ["CONTENT_TYPE", "FhirOptions", "entry_uuid", "fhir_r4_transaction", "incident_bundle"]
 
 CONTENT_TYPE = "application/fhir+json"
-
-
-def incident_bundle(event: Mapping[str, Any], ctx: MappingContext) -> dict[str, Any]:
-    """The Bundle as a dict (for tests, validation and the CLI); see the module doc."""
-    dicts = events_through(event, ctx.incident_events)
-    state = fold_events(dicts)
-    source = incident_source(dicts)
-    patient_id = event_patient_id(event)
-    tables = BUILTIN_TABLES.with_overrides(ctx.options.get("code_overrides"))
-    return build_bundle(
-        state,
-        message_id=ctx.message_id,
-        created_at=ctx.created_at,
-        source=source,
-        tables=tables,
-        options=ctx.options,
-        patient_id=patient_id,
-    )
-
-
-@register("mapping", "fhir-r4-transaction")
-def fhir_r4_transaction(event: Mapping[str, Any], ctx: MappingContext) -> Payload:
-    """Map one event (with its incident) to a FHIR R4 transaction Bundle."""
-    bundle = incident_bundle(event, ctx)
-    if ctx.options.get("validate", True):
-        problems = validate_bundle(bundle)
-        if problems:
-            raise MappingError("FHIR validation failed: " + "; ".join(problems))
-    return Payload(orjson.dumps(bundle, option=orjson.OPT_SORT_KEYS), CONTENT_TYPE)
 
 
 class FhirOptions(BaseModel):
@@ -88,6 +59,46 @@ class FhirOptions(BaseModel):
     validate_bundle: bool = Field(
         default=True, alias="validate", description="Check with fhir.resources before send."
     )
+
+
+def parse_options(options: Mapping[str, Any]) -> FhirOptions:
+    """The route options, by the same spec `hub check` validated them with."""
+    try:
+        return FhirOptions.model_validate(options)
+    except ValidationError as exc:
+        raise MappingError(f"invalid options: {exc.errors()[0]['msg']}", "options") from None
+
+
+def incident_bundle(event: Mapping[str, Any], ctx: MappingContext) -> dict[str, Any]:
+    """The Bundle as a dict (for tests, validation and the CLI); see the module doc."""
+    options = parse_options(ctx.options)
+    dicts = events_through(event, ctx.incident_events)
+    state = fold_events(dicts)
+    source = incident_source(dicts)
+    patient_id = event_patient_id(event)
+    tables = BUILTIN_TABLES.with_overrides(options.code_overrides or None)
+    return build_bundle(
+        state,
+        message_id=ctx.message_id,
+        created_at=ctx.created_at,
+        source=source,
+        tables=tables,
+        options=options.model_dump(
+            exclude_none=True, include={"identifier_base", "hospital_identifier_system"}
+        ),
+        patient_id=patient_id,
+    )
+
+
+@register("mapping", "fhir-r4-transaction")
+def fhir_r4_transaction(event: Mapping[str, Any], ctx: MappingContext) -> Payload:
+    """Map one event (with its incident) to a FHIR R4 transaction Bundle."""
+    bundle = incident_bundle(event, ctx)
+    if parse_options(ctx.options).validate_bundle:
+        problems = validate_bundle(bundle)
+        if problems:
+            raise MappingError("FHIR validation failed: " + "; ".join(problems))
+    return Payload(orjson.dumps(bundle, option=orjson.OPT_SORT_KEYS), CONTENT_TYPE)
 
 
 fhir_r4_transaction.needs_incident = True  # type: ignore[attr-defined]

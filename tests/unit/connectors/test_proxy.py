@@ -17,6 +17,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 import pytest
+from httpkit import read_request
 from pydantic import ValidationError
 
 from hub.connectors.base import Outcome, SendResult
@@ -36,16 +37,6 @@ T = TypeVar("T")
 USER, PASSWORD = "alice", "s3cr%t"  # as given in a URL: "s3cr%25t"
 PROXY_CREDENTIALS = f"{USER}:s3cr%25t"
 BASIC = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-
-
-async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    return head, await reader.readexactly(length)
 
 
 def header(head: bytes, name: str) -> str | None:

@@ -337,3 +337,16 @@ def test_invalid_bundle_is_a_mapping_error(monkeypatch: pytest.MonkeyPatch) -> N
         module.fhir_r4_transaction(events[1], ctx)
     off = MappingContext("M", CREATED, "emr", options={"validate": False})
     assert module.fhir_r4_transaction(events[1], off).body
+
+
+def test_options_are_read_by_the_spec_hub_check_uses() -> None:
+    with pytest.raises(MappingError, match="options"):
+        bundle_at(9, colour="red")  # hub check refuses it too; the mapping must not ignore it
+    without_validation = MappingContext(
+        "M",
+        CREATED,
+        "emr",
+        options={"validate": False},
+        incident_events=tuple(example_events()[:9]),
+    )
+    assert fhir_r4_transaction(example_events()[8], without_validation).body

@@ -7,8 +7,8 @@ import pytest
 
 from hub.hl7v2.er7 import Er7Writer, Repeat, parse_message
 from hub.hl7v2.errors import ErrorCode, Hl7Error
-from hub.hl7v2.inbound import InboundOptions, convert, event_id
 from hub.model.events import parse_events
+from mappings.hl7v2.inbound import InboundOptions, convert, event_id
 
 OPTIONS = InboundOptions(peer="his-a")
 RESIDENT_ID = "11010119900307001" + "1"  # check character 1

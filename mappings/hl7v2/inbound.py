@@ -1,7 +1,8 @@
-"""A minimal inbound converter: received HL7 v2 messages to canonical event dicts.
+"""Inbound HL7 v2: received messages to canonical event dicts (the MLLP listener's parse).
 
-This is the stop-gap until the clinical inbound mapping exists; it is honest about what
-it reads and refuses the rest with an ERR code and location:
+It lives with the mappings, not in hub.hl7v2, because it knows medicine (PID is a
+patient, OBX 8867-4 a heart rate). It reads what is listed here and refuses the rest
+with an ERR code and location:
 
 - ADT^A01/A04/A05/A08 → ``patient.identified`` from PID (PID-3 ids, PID-5 name, PID-7
   birth date, PID-8 sex, PID-11 address, PID-13 phone);
