@@ -7,17 +7,19 @@ worker threads. The only back-end difference is how a worker claims deliveries.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, insert, select, text, update
+import orjson
+from sqlalchemy import Connection, Engine, func, insert, select, text, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
 
 from hub.store.database import READ_ONLY, SqliteSync, is_sqlite, make_engine, upgrade
+from hub.store.driver import Cursor, Driver
 from hub.store.records import (
     Claimed,
     DeliveryStatus,
@@ -46,19 +48,54 @@ _OPEN = (DeliveryStatus.PENDING.value, DeliveryStatus.IN_FLIGHT.value)
 _CLAIM = """
 SELECT d.id FROM deliveries d
 WHERE d.status IN ('pending', 'in_flight')
-  AND ((d.status = 'pending' AND d.next_attempt_at <= :now)
-       OR (d.status = 'in_flight' AND d.lease_until < :now))
+  AND ((d.status = 'pending' AND d.next_attempt_at <= ?)
+       OR (d.status = 'in_flight' AND d.lease_until < ?))
   {only}
   AND d.id = (
     SELECT min(e.id) FROM deliveries e
     WHERE e.destination = d.destination AND e.ordering_key = d.ordering_key
       AND e.status IN ('pending', 'in_flight'))
 ORDER BY d.id
-LIMIT :limit
+LIMIT ?
 """
 # PostgreSQL: rows another worker is claiming are skipped, not waited for. The head test
 # still sees those rows, so a second worker can never take the next row of the same key.
 _SKIP_LOCKED = " FOR UPDATE OF d SKIP LOCKED"
+# One statement: lease the heads and return them with their event bodies.
+_CLAIM_UPDATE = """
+UPDATE deliveries SET status = 'in_flight', lease_until = ?, claimed_by = ?, updated_at = ?
+WHERE id IN ({claim})
+RETURNING id, message_id, event_id, incident_id, correlation_id, event_type, route, mapping,
+  destination, ordering_key, attempts, created_at, payload, content_type,
+  (SELECT {body} FROM events b WHERE b.event_id = deliveries.event_id)
+"""
+_FINISH = """
+UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = ?, updated_at = ?,
+  delivered_at = ?, last_error = ?, lease_until = NULL
+WHERE id = ? AND claimed_by = ? AND status = 'in_flight'
+"""
+_FINISH_PAYLOAD = "UPDATE deliveries SET payload = ?, content_type = ? WHERE id = ?"
+_INSERT_ATTEMPT = """
+INSERT INTO attempts (delivery_id, number, worker, started_at, latency_ms, outcome, status,
+  response, error_class, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_INSERT_INBOUND = """
+INSERT INTO inbound_messages (id, received_at, channel, source, content_type, raw, status,
+  error, event_count, incident_id, correlation_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_INSERT_EVENT = """
+INSERT INTO events (event_id, inbound_id, type, incident_id, patient_ref, correlation_id,
+  source, occurred_at, received_at, body, body_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_INSERT_DELIVERY = """
+INSERT INTO deliveries (message_id, event_id, inbound_id, incident_id, correlation_id,
+  event_type, route, mapping, destination, ordering_key, status, attempts, created_at,
+  updated_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)
+"""
+_INCIDENT_EVENTS = """
+SELECT {body} FROM events WHERE incident_id = ? AND received_at <= ?
+ORDER BY occurred_at, received_at
+"""
 
 
 class ResendError(ValueError):
@@ -103,12 +140,22 @@ class Store:
         if engine is None and self.sqlite and sync == "full" and _on_disk(url):
             self._bookkeeping = make_engine(url, pool_size=pool_size, sync="normal")
         lock = "" if self.sqlite else _SKIP_LOCKED
+        self._driver = Driver(self.engine)
+        self._bookkeeping_driver = Driver(self._bookkeeping)
+        lock = "" if self.sqlite else _SKIP_LOCKED
+        body = "b.body" if self.sqlite else "b.body::text"
         self._claim_sql = {
-            only: text(
-                _CLAIM.format(only="AND d.destination = :destination" if only else "") + lock
+            only: self._driver.sql(
+                _CLAIM_UPDATE.format(
+                    claim=_CLAIM.format(only="AND d.destination = ?" if only else "") + lock,
+                    body=body,
+                )
             )
             for only in (False, True)
         }
+        self._incident_sql = self._driver.sql(
+            _INCIDENT_EVENTS.format(body="body" if self.sqlite else "body::text")
+        )
         # SQLite allows one writer. Threads of this process (the group-commit writer, the
         # worker's claim and finish) queue here rather than in SQLite's busy handler,
         # which sleeps and polls (1 ms growing to 100 ms): under steady ingest it let the
@@ -145,6 +192,15 @@ class Store:
                 yield conn
 
     @contextlib.contextmanager
+    def _write_lock_held(self) -> Iterator[None]:
+        """This process's SQLite write lock (see __init__); nothing on PostgreSQL."""
+        if self._write_lock is None:
+            yield
+        else:
+            with self._write_lock:
+                yield
+
+    @contextlib.contextmanager
     def _read(self) -> Iterator[Connection]:
         """A connection for reads only: on SQLite it takes no write lock (see database)."""
         with self.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
@@ -164,32 +220,35 @@ class Store:
         same id with a different body is a conflict and rejects its whole body. Returns
         one outcome per job, in order, only after the commit.
         """
+        driver = self._driver
         for attempt in range(3):
             try:
-                with self._write() as conn:
-                    return self._ingest(conn, jobs)
-            except IntegrityError:
+                with self._write_lock_held(), driver.transaction() as cursor:
+                    return self._ingest(cursor, jobs)
+            except driver.integrity_error:
                 # Another process inserted one of these event ids after our read; the
                 # retry reads it and answers as a replay.
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
-    def _ingest(self, conn: Connection, jobs: Sequence[IngestJob]) -> list[IngestOutcome]:
+    def _ingest(self, cursor: Cursor, jobs: Sequence[IngestJob]) -> list[IngestOutcome]:
+        driver = self._driver
         ids = list({e.event_id for job in jobs for e in job.events})
         known: dict[str, tuple[str, str]] = {}
         for chunk in _chunks(ids, 500):
-            rows = conn.execute(
-                select(events.c.event_id, events.c.inbound_id, events.c.body_sha256).where(
-                    events.c.event_id.in_(chunk)
-                )
+            cursor.execute(
+                driver.sql(
+                    "SELECT event_id, inbound_id, body_sha256 FROM events"
+                    f" WHERE event_id IN ({driver.placeholders(len(chunk))})"
+                ),
+                chunk,
             )
-            known.update({r.event_id: (r.inbound_id, r.body_sha256) for r in rows})
+            known.update({r[0]: (r[1], r[2]) for r in cursor.fetchall()})
 
-        inbound_rows: list[dict[str, Any]] = []
-        event_rows: list[dict[str, Any]] = []
-        delivery_rows: list[dict[str, Any]] = []
-        rejected_rows: list[dict[str, Any]] = []
+        inbound_rows: list[tuple[Any, ...]] = []
+        event_rows: list[tuple[Any, ...]] = []
+        delivery_rows: list[tuple[Any, ...]] = []
         plans: list[list[EventAnswer | str] | tuple[str, ...]] = []
         replayed_ids: set[str] = set()
 
@@ -200,7 +259,7 @@ class Store:
                 if e.event_id in known and known[e.event_id][1] != e.body_sha256
             )
             if conflicts:
-                rejected_rows.append(_conflict_row(job, conflicts))
+                inbound_rows.append(_conflict_row(job, conflicts))
                 plans.append(conflicts)
                 continue
             answers: list[EventAnswer | str] = []
@@ -223,65 +282,64 @@ class Store:
             if not fresh:
                 continue  # a pure repeat creates nothing
             first = fresh[0]
+            at = job.received_at
             inbound_rows.append(
-                {
-                    "id": job.inbound_id,
-                    "received_at": job.received_at,
-                    "channel": job.channel,
-                    "source": job.source,
-                    "content_type": job.content_type,
-                    "raw": job.raw,
-                    "status": "accepted",
-                    "error": None,
-                    "event_count": len(job.events),
-                    "incident_id": first.incident_id,
-                    "correlation_id": first.correlation_id,
-                }
+                (
+                    job.inbound_id,
+                    at,
+                    job.channel,
+                    job.source,
+                    job.content_type,
+                    job.raw,
+                    "accepted",
+                    None,
+                    len(job.events),
+                    first.incident_id,
+                    first.correlation_id,
+                )
             )
             for e in fresh:
                 event_rows.append(
-                    {
-                        "event_id": e.event_id,
-                        "inbound_id": job.inbound_id,
-                        "type": e.type,
-                        "incident_id": e.incident_id,
-                        "patient_ref": e.patient_ref,
-                        "correlation_id": e.correlation_id,
-                        "source": e.source,
-                        "occurred_at": e.occurred_at,
-                        "received_at": job.received_at,
-                        "body": e.body,
-                        "body_sha256": e.body_sha256,
-                    }
+                    (
+                        e.event_id,
+                        job.inbound_id,
+                        e.type,
+                        e.incident_id,
+                        e.patient_ref,
+                        e.correlation_id,
+                        e.source,
+                        e.occurred_at,
+                        at,
+                        _json(e.body),
+                        e.body_sha256,
+                    )
                 )
                 for d in e.deliveries:
                     delivery_rows.append(
-                        {
-                            "message_id": d.message_id,
-                            "event_id": e.event_id,
-                            "inbound_id": job.inbound_id,
-                            "incident_id": e.incident_id,
-                            "correlation_id": e.correlation_id,
-                            "event_type": e.type,
-                            "route": d.route,
-                            "mapping": d.mapping,
-                            "destination": d.destination,
-                            "ordering_key": d.ordering_key,
-                            "status": DeliveryStatus.PENDING.value,
-                            "attempts": 0,
-                            "created_at": job.received_at,
-                            "updated_at": job.received_at,
-                            "next_attempt_at": job.received_at,
-                        }
+                        (
+                            d.message_id,
+                            e.event_id,
+                            job.inbound_id,
+                            e.incident_id,
+                            e.correlation_id,
+                            e.type,
+                            d.route,
+                            d.mapping,
+                            d.destination,
+                            d.ordering_key,
+                            at,
+                            at,
+                            at,
+                        )
                     )
 
-        if inbound_rows or rejected_rows:
-            conn.execute(insert(inbound_messages), inbound_rows + rejected_rows)
+        if inbound_rows:
+            cursor.executemany(driver.sql(_INSERT_INBOUND), inbound_rows)
         if event_rows:
-            conn.execute(insert(events), event_rows)
+            cursor.executemany(driver.sql(_INSERT_EVENT), event_rows)
         if delivery_rows:
-            conn.execute(insert(deliveries), delivery_rows)
-        replays = self._answers_for(conn, replayed_ids, known)
+            cursor.executemany(driver.sql(_INSERT_DELIVERY), delivery_rows)
+        replays = self._answers_for(cursor, replayed_ids, known)
 
         outcomes = []
         for plan in plans:
@@ -296,24 +354,22 @@ class Store:
         return outcomes
 
     def _answers_for(
-        self, conn: Connection, event_ids: set[str], known: dict[str, tuple[str, str]]
+        self, cursor: Cursor, event_ids: set[str], known: dict[str, tuple[str, str]]
     ) -> dict[str, EventAnswer]:
         # Rebuilt from the rows the first request created, in creation order, so a replay
         # answers with exactly the first answer.
+        driver = self._driver
         found: dict[str, list[tuple[str, str, str]]] = {i: [] for i in event_ids}
         for chunk in _chunks(sorted(event_ids), 500):
-            rows = conn.execute(
-                select(
-                    deliveries.c.event_id,
-                    deliveries.c.message_id,
-                    deliveries.c.destination,
-                    deliveries.c.route,
-                )
-                .where(deliveries.c.event_id.in_(chunk))
-                .order_by(deliveries.c.id)
+            cursor.execute(
+                driver.sql(
+                    "SELECT event_id, message_id, destination, route FROM deliveries"
+                    f" WHERE event_id IN ({driver.placeholders(len(chunk))}) ORDER BY id"
+                ),
+                chunk,
             )
-            for r in rows:
-                found[r.event_id].append((r.message_id, r.destination, r.route))
+            for event_id, message_id, destination, route in cursor.fetchall():
+                found[event_id].append((message_id, destination, route))
         return {i: EventAnswer(i, known[i][0], tuple(found[i]), replayed=True) for i in event_ids}
 
     def reject(self, item: Rejected) -> None:
@@ -347,52 +403,18 @@ class Store:
     ) -> list[Claimed]:
         """Lease up to ``limit`` due queue heads to ``worker``, of one destination or all.
 
-        The caller must report every claimed delivery through :meth:`finish` or
-        :meth:`release` before the lease ends, or another worker may take it over.
+        The caller must report every claimed delivery through :meth:`finish` before the
+        lease ends, or another worker may take it over.
         """
         now = time.time() if now is None else now
-        sql = self._claim_sql[destination is not None]
-        with self._write(bookkeeping=True) as conn:
-            params: dict[str, Any] = {"now": now, "limit": limit, "destination": destination}
-            ids = [row[0] for row in conn.execute(sql, params)]
-            if not ids:
-                return []
-            conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id.in_(ids))
-                .values(
-                    status=DeliveryStatus.IN_FLIGHT.value,
-                    lease_until=now + lease_seconds,
-                    claimed_by=worker,
-                    updated_at=now,
-                )
-            )
-            rows = conn.execute(
-                select(deliveries, events.c.body)
-                .join(events, events.c.event_id == deliveries.c.event_id)
-                .where(deliveries.c.id.in_(ids))
-                .order_by(deliveries.c.id)
-            ).all()
-        return [
-            Claimed(
-                id=r.id,
-                message_id=r.message_id,
-                event_id=r.event_id,
-                incident_id=r.incident_id,
-                correlation_id=r.correlation_id,
-                event_type=r.event_type,
-                route=r.route,
-                mapping=r.mapping,
-                destination=r.destination,
-                ordering_key=r.ordering_key,
-                attempts=r.attempts,
-                created_at=r.created_at,
-                payload=r.payload,
-                content_type=r.content_type,
-                event=r.body if r.payload is None else None,
-            )
-            for r in rows
-        ]
+        params: list[Any] = [now + lease_seconds, worker, now, now, now]
+        if destination is not None:
+            params.append(destination)
+        params.append(limit)
+        with self._write_lock_held(), self._bookkeeping_driver.transaction() as cursor:
+            cursor.execute(self._claim_sql[destination is not None], params)
+            rows = sorted(cursor.fetchall(), key=lambda r: int(r[0]))
+        return [_claimed(r) for r in rows]
 
     def finish(self, results: Sequence[Finished]) -> None:
         """Record attempts and move their deliveries on, in one transaction.
@@ -402,70 +424,33 @@ class Store:
         """
         if not results:
             return
-        updates = [
-            {
-                "b_id": r.delivery_id,
-                "b_worker": r.worker,
-                "b_status": r.new_status.value,
-                "b_attempts": r.number,
-                "b_next": r.next_attempt_at,
-                "b_now": r.started_at + r.latency_ms / 1000,
-                "b_delivered": (
-                    r.started_at + r.latency_ms / 1000
-                    if r.new_status is DeliveryStatus.DELIVERED
-                    else None
-                ),
-                "b_error": r.error,
-            }
-            for r in results
-        ]
-        payloads = [
-            {"b_id": r.delivery_id, "b_payload": r.payload, "b_type": r.content_type}
-            for r in results
-            if r.payload is not None
-        ]
-        with self._write(bookkeeping=True) as conn:
-            conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id == bindparam("b_id"))
-                .where(deliveries.c.claimed_by == bindparam("b_worker"))
-                .where(deliveries.c.status == DeliveryStatus.IN_FLIGHT.value)
-                .values(
-                    status=bindparam("b_status"),
-                    attempts=bindparam("b_attempts"),
-                    next_attempt_at=bindparam("b_next"),
-                    updated_at=bindparam("b_now"),
-                    delivered_at=bindparam("b_delivered"),
-                    last_error=bindparam("b_error"),
-                    lease_until=None,
-                ),
-                updates,
-            )
-            if payloads:
-                conn.execute(
-                    update(deliveries)
-                    .where(deliveries.c.id == bindparam("b_id"))
-                    .values(payload=bindparam("b_payload"), content_type=bindparam("b_type")),
-                    payloads,
+        updates: list[tuple[Any, ...]] = []
+        payloads = []
+        attempt_rows: list[tuple[Any, ...]] = []
+        for r in results:
+            at = r.started_at + r.latency_ms / 1000
+            delivered = at if r.new_status is DeliveryStatus.DELIVERED else None
+            status = r.new_status.value
+            updates.append(
+                (
+                    *(status, r.number, r.next_attempt_at, at, delivered, r.error),
+                    *(r.delivery_id, r.worker),
                 )
-            conn.execute(
-                insert(attempts),
-                [
-                    {
-                        "delivery_id": r.delivery_id,
-                        "number": r.number,
-                        "worker": r.worker,
-                        "started_at": r.started_at,
-                        "latency_ms": r.latency_ms,
-                        "outcome": r.outcome,
-                        "status": r.status,
-                        "response": r.response,
-                        "error_class": r.error_class,
-                        "error": r.error,
-                    }
-                    for r in results
-                ],
             )
+            if r.payload is not None:
+                payloads.append((r.payload, r.content_type, r.delivery_id))
+            attempt_rows.append(
+                (
+                    *(r.delivery_id, r.number, r.worker, r.started_at, r.latency_ms),
+                    *(r.outcome, r.status, r.response, r.error_class, r.error),
+                )
+            )
+        driver = self._bookkeeping_driver
+        with self._write_lock_held(), driver.transaction() as cursor:
+            cursor.executemany(driver.sql(_FINISH), updates)
+            if payloads:
+                cursor.executemany(driver.sql(_FINISH_PAYLOAD), payloads)
+            cursor.executemany(driver.sql(_INSERT_ATTEMPT), attempt_rows)
 
     def recover(self) -> int:
         """Start-up sweep: return every in-flight claim to the queue.
@@ -510,14 +495,9 @@ class Store:
 
     def incident_events(self, incident_id: str, *, until: float) -> list[dict[str, Any]]:
         """Bodies of an incident's events received up to ``until``, for stateful mappings."""
-        with self._read() as conn:
-            rows = conn.execute(
-                select(events.c.body)
-                .where(events.c.incident_id == incident_id)
-                .where(events.c.received_at <= until)
-                .order_by(events.c.occurred_at, events.c.received_at)
-            )
-            return [r.body for r in rows]
+        with self._driver.transaction(read_only=True) as cursor:
+            cursor.execute(self._incident_sql, (incident_id, until))
+            return [orjson.loads(r[0]) for r in cursor.fetchall()]
 
     # ---------------------------------------------------------------- browse
 
@@ -660,27 +640,46 @@ class Store:
         )
 
 
-def _conflict_row(job: IngestJob, conflicts: tuple[str, ...]) -> dict[str, Any]:
-    return {
-        "id": job.inbound_id,
-        "received_at": job.received_at,
-        "channel": job.channel,
-        "source": job.source,
-        "content_type": job.content_type,
-        "raw": job.raw,
-        "status": "rejected",
-        "error": [
-            {
-                "path": "event_id",
-                "reason": f"event id {c} was already accepted with a different body",
-                "type": "conflict",
-            }
-            for c in conflicts
-        ],
-        "event_count": 0,
-        "incident_id": None,
-        "correlation_id": None,
-    }
+def _conflict_row(job: IngestJob, conflicts: tuple[str, ...]) -> tuple[Any, ...]:
+    errors = [
+        {
+            "path": "event_id",
+            "reason": f"event id {c} was already accepted with a different body",
+            "type": "conflict",
+        }
+        for c in conflicts
+    ]
+    return (
+        job.inbound_id,
+        job.received_at,
+        job.channel,
+        job.source,
+        job.content_type,
+        job.raw,
+        "rejected",
+        _json(errors),
+        0,
+        None,
+        None,
+    )
+
+
+_CLAIMED_FIELDS = tuple(f.name for f in dataclasses.fields(Claimed))[:12]
+
+
+def _claimed(row: Sequence[Any]) -> Claimed:
+    """A claim's RETURNING row: Claimed's fields in order, then the event body."""
+    payload, content_type, body = row[12:15]
+    return Claimed(
+        **dict(zip(_CLAIMED_FIELDS, row, strict=False)),
+        payload=None if payload is None else bytes(payload),
+        content_type=content_type,
+        event=orjson.loads(body) if payload is None else None,
+    )
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 def _on_disk(url: str) -> bool:
