@@ -5,7 +5,9 @@ and no event, in any order, makes it raise, because the events are facts that al
 happened and the hub must keep forwarding what it knows.
 """
 
+import bisect
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any, TypeVar
 
 from pydantic import AwareDatetime, Field
@@ -34,6 +36,11 @@ from hub.model.patient import Patient
 from hub.model.vitals import VitalSigns
 
 __all__ = ["IncidentState", "fold", "resolve_patient_id"]
+
+
+def _measured_at(sample: VitalSigns) -> datetime:
+    return sample.measured_at
+
 
 _Owned = TypeVar("_Owned", Assessment, Ecg, Treatment, Handover)
 
@@ -113,7 +120,10 @@ class _Builder:
         self.superseded = dict(start.superseded_patients)
         self.links = dict(start.patient_links)
         self.assessments = dict(start.assessments)
-        self.vitals = {key: list(value) for key, value in start.vitals.items()}
+        # Shared with ``start`` until a key gets new samples, then copied once and kept
+        # sorted by insertion: folding a few events onto a long incident stays cheap.
+        self.vitals = dict(start.vitals)
+        self.vitals_changed: set[str] = set()
         self.ecgs = {key: {ecg.ecg_id: ecg for ecg in value} for key, value in start.ecgs.items()}
         self.treatments = {key: list(value) for key, value in start.treatments.items()}
         self.destination = start.destination
@@ -148,7 +158,7 @@ class _Builder:
                 self._add_assessment(self._owned(event.data))
             case VitalsRecordedEvent():
                 key = self._resolve(event.data.patient_id)
-                self.vitals.setdefault(key, []).extend(event.data.samples)
+                self._add_vitals(key, event.data.samples)
             case EcgAcquired():
                 ecg = self._owned(event.data)
                 self.ecgs.setdefault(ecg.patient_id, {})[ecg.ecg_id] = ecg
@@ -206,11 +216,20 @@ class _Builder:
             self.superseded[old] = self.patients.pop(old)
         self._move_records(old, new)
 
+    def _add_vitals(self, key: str, samples: Iterable[VitalSigns]) -> None:
+        """Insert in measured_at order, after equal times (as a stable sort would)."""
+        if key not in self.vitals_changed:
+            self.vitals_changed.add(key)
+            self.vitals[key] = list(self.vitals.get(key, ()))
+        target = self.vitals[key]
+        for sample in samples:
+            bisect.insort_right(target, sample, key=_measured_at)
+
     def _move_records(self, old: str, new: str) -> None:
         if (assessment := self.assessments.pop(old, None)) is not None:
             self._add_assessment(assessment.model_copy(update={"patient_id": new}))
         if (samples := self.vitals.pop(old, None)) is not None:
-            self.vitals.setdefault(new, []).extend(samples)
+            self._add_vitals(new, samples)
         if (ecgs := self.ecgs.pop(old, None)) is not None:
             target = self.ecgs.setdefault(new, {})
             for ecg_id, ecg in ecgs.items():
@@ -230,7 +249,9 @@ class _Builder:
             if first is None or change.at < first:
                 status_times[change.status] = change.at
             unit_status[change.unit_id] = change.status
-        return IncidentState(
+        # Every part is a validated record already; validating the whole again re-ran
+        # each vital sign's checks on every fold (quadratic over an incident's life).
+        return IncidentState.model_construct(
             incident_id=self.incident_id,
             call=self.call,
             units=self.units,
@@ -241,10 +262,7 @@ class _Builder:
             superseded_patients=self.superseded,
             patient_links=self.links,
             assessments=self.assessments,
-            vitals={
-                key: sorted(samples, key=lambda sample: sample.measured_at)
-                for key, samples in self.vitals.items()
-            },
+            vitals=self.vitals,  # kept in order by _add_vitals
             ecgs={
                 key: sorted(by_id.values(), key=lambda ecg: ecg.acquired_at)
                 for key, by_id in self.ecgs.items()

@@ -12,7 +12,7 @@ trigger's own cancel (A11, A38, A27). Anything else is :class:`NothingToSend`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from hub.hl7v2.er7 import FieldValue, Repeat
@@ -29,7 +29,7 @@ from mappings.hl7v2.common import (
     parse_options,
     root_patient_id,
 )
-from mappings.incident import events_through, incident_source, parse_incident
+from mappings.incident import IncidentMemo, events_through, incident_source
 
 __all__ = [
     "CANCEL_OF",
@@ -75,6 +75,25 @@ def _target(event: Event, state: IncidentState) -> str | None:
     return next(iter(state.patients), None)
 
 
+@dataclass(frozen=True, slots=True)
+class _Replay:
+    """The state machine after some events: what IncidentMemo remembers per route."""
+
+    action: AdtAction = AdtAction("skip", reason="no events")
+    state: IncidentState = field(default_factory=IncidentState)
+    registered: tuple[str, ...] = ()  # root patient ids, in registration order
+
+
+def _replay(start: _Replay, events: Sequence[Event], hospital_code: str | None) -> _Replay:
+    state, action = start.state, start.action
+    registered = dict.fromkeys(start.registered)
+    for event in events:
+        before = state
+        state = fold([event], before)
+        action = _step(event, before, state, registered, hospital_code)
+    return _Replay(action, state, tuple(registered))
+
+
 def decide(
     events: Sequence[Event], hospital_code: str | None = None
 ) -> tuple[AdtAction, IncidentState]:
@@ -83,14 +102,12 @@ def decide(
     Pure: replays every event in order with the same rules, so an event always gives the
     same action whatever was delivered before (a resend, a retry, another worker).
     """
-    state = IncidentState()
-    registered: dict[str, None] = {}  # root patient ids, in registration order
-    action = AdtAction("skip", reason="no events")
-    for event in events:
-        before = state
-        state = fold([event], before)
-        action = _step(event, before, state, registered, hospital_code)
-    return action, state
+    replay = _replay(_Replay(), events, hospital_code)
+    return replay.action, replay.state
+
+
+# One memo per hospital_code: the replay depends on it.
+_REPLAYS: dict[str | None, IncidentMemo[_Replay]] = {}
 
 
 def _step(
@@ -148,8 +165,14 @@ def hl7v2_adt(event: Mapping[str, Any], ctx: MappingContext) -> Payload:
     """
     options = parse_options(ctx.options)
     dicts = events_through(event, ctx.incident_events)
-    parsed = parse_incident(dicts)
-    action, state = decide(parsed, options.hospital_code)
+    code = options.hospital_code
+    memo = _REPLAYS.get(code)
+    if memo is None:
+        memo = _REPLAYS.setdefault(
+            code, IncidentMemo(_Replay, lambda start, new: _replay(start, new, code))
+        )
+    replay, last = memo.reduce(dicts)
+    action, state = replay.action, replay.state
     if action.kind == "skip" or action.patient_id is None:
         raise NothingToSend(action.reason)
     trigger: str
@@ -160,7 +183,7 @@ def hl7v2_adt(event: Mapping[str, Any], ctx: MappingContext) -> Payload:
     else:
         trigger = CANCEL_OF[options.trigger]
     builder = MessageBuilder.start(options, state, ctx, incident_source(dicts))
-    _write(builder, parsed[-1], trigger, action)
+    _write(builder, last, trigger, action)
     return encode(builder)
 
 

@@ -14,13 +14,12 @@ from typing import Any
 
 from hub.hl7v2.er7 import Component, FieldValue
 from hub.model.ecg import DocumentRef, Ecg
-from hub.model.events import EcgAcquired, Event, VitalsRecordedEvent
-from hub.model.state import fold
+from hub.model.events import EcgAcquired, VitalsRecordedEvent
 from hub.model.vitals import VITAL_SIGNS_PANEL_LOINC, VitalSigns
 from hub.registry import register
 from mappings.base import MappingContext, NothingToSend, Payload
 from mappings.hl7v2.common import Hl7v2Options, MessageBuilder, encode, number, parse_options
-from mappings.incident import events_through, incident_source, parse_incident
+from mappings.incident import events_through, fold_through, incident_source
 
 __all__ = ["ECG_PANEL_LOINC", "STEMI_CODE", "hl7v2_oru"]
 
@@ -46,9 +45,7 @@ def hl7v2_oru(event: Mapping[str, Any], ctx: MappingContext) -> Payload:
         raise NothingToSend(f"{kind} is not a result for ORU^R01")
     options = parse_options(ctx.options)
     dicts = events_through(event, ctx.incident_events)
-    parsed = parse_incident(dicts)
-    state = fold(parsed)
-    current: Event = parsed[-1]
+    state, current = fold_through(dicts)
     if state.cancelled is not None and state.cancelled.at <= current.occurred_at:
         raise NothingToSend("the incident was cancelled")
     destination = state.destination

@@ -1,0 +1,125 @@
+"""The remembered incident fold gives exactly what folding from scratch gives.
+
+Mappings fold an incident's history for every delivery; ``IncidentMemo`` extends the
+previous fold when the history only grew. These tests pin that the shortcut never
+changes an answer: in delivery order, out of order, after a history was rewritten, and
+for the ADT state machine.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hub.model.events import parse_events
+from hub.model.state import IncidentState, fold
+from hub.testing.examples import example_events
+from mappings.base import MappingError
+from mappings.hl7v2.adt import decide
+from mappings.incident import IncidentMemo, fold_through, parse_incident
+
+SCENARIOS = Path(__file__).resolve().parents[3] / "sandbox" / "scenarios"
+
+
+def _incidents() -> dict[str, list[dict[str, Any]]]:
+    found = {"example": example_events()}
+    for path in sorted(SCENARIOS.glob("*.json")):
+        found[path.stem] = json.loads(path.read_text(encoding="utf-8"))["events"]
+    return found
+
+
+INCIDENTS = _incidents()
+
+
+def _fresh(events: list[dict[str, Any]]) -> IncidentState:
+    return fold(parse_events(json.dumps(events).encode()))
+
+
+@pytest.mark.parametrize("name", sorted(INCIDENTS))
+def test_folding_in_two_parts_equals_folding_at_once(name: str) -> None:
+    parsed = parse_incident(INCIDENTS[name])
+    whole = fold(parsed).model_dump()
+    for cut in range(len(parsed) + 1):
+        assert fold(parsed[cut:], fold(parsed[:cut])).model_dump() == whole, cut
+
+
+@pytest.mark.parametrize("name", sorted(INCIDENTS))
+def test_remembered_fold_in_delivery_order(name: str) -> None:
+    events = INCIDENTS[name]
+    memo: IncidentMemo[IncidentState] = IncidentMemo(IncidentState, lambda s, new: fold(new, s))
+    for k in range(1, len(events) + 1):
+        state, last = memo.reduce(events[:k])
+        assert state.model_dump() == _fresh(events[:k]).model_dump(), k
+        assert last.event_id == events[k - 1]["event_id"]
+
+
+def test_remembered_fold_in_any_order_of_prefixes() -> None:
+    events = INCIDENTS["example"]
+    order = list(range(1, len(events) + 1)) * 2
+    random.Random(7).shuffle(order)
+    for k in order:
+        state, _ = fold_through(events[:k])
+        assert state.model_dump() == _fresh(events[:k]).model_dump(), k
+
+
+def test_a_rewritten_history_is_folded_again_not_served_stale() -> None:
+    events = copy.deepcopy(INCIDENTS["example"])
+    vitals = next(i for i, e in enumerate(events) if e["type"] == "vitals.recorded")
+    before, _ = fold_through(events[: vitals + 1])
+    events[vitals]["data"]["samples"][0]["heart_rate"] = 131
+    after, _ = fold_through(events[: vitals + 2])
+    patient = events[vitals]["data"]["patient_id"]
+    assert before.vitals[patient][0].heart_rate != 131
+    assert after.vitals[patient][0].heart_rate == 131
+    assert after.model_dump() == _fresh(events[: vitals + 2]).model_dump()
+
+
+def test_an_invalid_new_event_is_a_mapping_error_and_spoils_nothing() -> None:
+    events = copy.deepcopy(INCIDENTS["example"])
+    good, _ = fold_through(events[:3])
+    broken = copy.deepcopy(events[3])
+    broken["occurred_at"] = "not a time"
+    with pytest.raises(MappingError, match="do not validate"):
+        fold_through([*events[:3], broken])
+    again, _ = fold_through(events[:3])
+    assert again.model_dump() == good.model_dump()
+    assert fold_through(events[:4])[0].model_dump() == _fresh(events[:4]).model_dump()
+
+
+def test_the_memo_forgets_the_least_recently_used_incident() -> None:
+    calls: list[int] = []
+
+    def step(state: IncidentState, new: Any) -> IncidentState:
+        calls.append(len(new))
+        return fold(new, state)
+
+    memo: IncidentMemo[IncidentState] = IncidentMemo(IncidentState, step, size=1)
+    one = INCIDENTS["example"][:2]
+    other = INCIDENTS["trauma-changzhi"][:2]
+    memo.reduce(one)
+    memo.reduce(one)  # remembered: no step
+    memo.reduce(other)  # evicts the first
+    memo.reduce(one)
+    assert calls == [2, 2, 2]
+
+
+@pytest.mark.parametrize("name", sorted(INCIDENTS))
+@pytest.mark.parametrize("hospital_code", [None, "H1"])
+def test_adt_decisions_are_the_same_with_the_memo(name: str, hospital_code: str | None) -> None:
+    from mappings.hl7v2 import adt
+
+    events = INCIDENTS[name]
+    memo = adt._REPLAYS.setdefault(
+        hospital_code,
+        IncidentMemo(adt._Replay, lambda s, new: adt._replay(s, new, hospital_code)),
+    )
+    for k in range(1, len(events) + 1):
+        replay, _ = memo.reduce(events[:k])
+        action, state = decide(parse_incident(events[:k]), hospital_code)
+        assert replay.action == action, k
+        assert replay.state.model_dump() == state.model_dump(), k
