@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from sqlalchemy import Engine
@@ -54,26 +55,33 @@ class Driver:
         return ", ".join("?" * count)
 
     @contextlib.contextmanager
-    def transaction(self, *, read_only: bool = False) -> Iterator[Cursor]:
+    def transaction(
+        self, *, read_only: bool = False, lock: AbstractContextManager[Any] | None = None
+    ) -> Iterator[Cursor]:
         """A cursor in one transaction: committed on exit, rolled back on error.
 
-        SQLite connections run with the driver's own transaction handling off (see
-        database), so the write lock is taken here at BEGIN, as SQLAlchemy's hook does.
+        ``lock`` (the SQLite write lock, see writelock) is held from BEGIN to COMMIT
+        only: taking a pooled connection and a cursor, and returning them, happen
+        outside it. SQLite connections run with the driver's own transaction handling
+        off (see database), so the write lock is taken here at BEGIN IMMEDIATE, as
+        SQLAlchemy's hook does.
         """
         raw = self.engine.raw_connection()
         try:
             cursor = raw.cursor()
             try:
-                if self.sqlite:
-                    cursor.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
-                yield cursor
-                if self.sqlite:
-                    cursor.execute("COMMIT")
-                else:
-                    raw.commit()
-            except BaseException:
-                raw.rollback()
-                raise
+                with lock if lock is not None else contextlib.nullcontext():
+                    try:
+                        if self.sqlite:
+                            cursor.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
+                        yield cursor
+                        if self.sqlite:
+                            cursor.execute("COMMIT")
+                        else:
+                            raw.commit()
+                    except BaseException:
+                        raw.rollback()
+                        raise
             finally:
                 cursor.close()
         finally:

@@ -10,8 +10,10 @@ import contextlib
 import dataclasses
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -30,6 +32,7 @@ from hub.store.records import (
     Rejected,
 )
 from hub.store.tables import attempts, audit_log, deliveries, events, inbound_messages
+from hub.store.writelock import WriteLock
 
 __all__ = ["MessagePage", "QueueStat", "ResendError", "Store"]
 
@@ -93,7 +96,7 @@ INSERT INTO deliveries (message_id, event_id, inbound_id, incident_id, correlati
   updated_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)
 """
 _INCIDENT_EVENTS = """
-SELECT {body} FROM events WHERE incident_id = ? AND received_at <= ?
+SELECT event_id, {body} FROM events WHERE incident_id = ? AND received_at <= ?
 ORDER BY occurred_at, received_at
 """
 
@@ -153,14 +156,14 @@ class Store:
             )
             for only in (False, True)
         }
+        self._bodies: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._bodies_lock = threading.Lock()
         self._incident_sql = self._driver.sql(
             _INCIDENT_EVENTS.format(body="body" if self.sqlite else "body::text")
         )
-        # SQLite allows one writer. Threads of this process (the group-commit writer, the
-        # worker's claim and finish) queue here rather than in SQLite's busy handler,
-        # which sleeps and polls (1 ms growing to 100 ms): under steady ingest it let the
-        # writer, committing back to back, starve the worker for seconds.
-        self._write_lock = threading.Lock() if self.sqlite else None
+        # SQLite allows one writer: the group-commit writer, a worker's claim and finish
+        # (in this process or a worker process) take turns here (see writelock).
+        self._write_lock = WriteLock(_database_path(url)) if self.sqlite else None
 
     @classmethod
     def open(
@@ -173,6 +176,8 @@ class Store:
         return store
 
     def close(self) -> None:
+        if self._write_lock is not None:
+            self._write_lock.close()
         self.engine.dispose()
         if self._bookkeeping is not self.engine:
             self._bookkeeping.dispose()
@@ -190,15 +195,6 @@ class Store:
         else:
             with self._write_lock, engine.begin() as conn:
                 yield conn
-
-    @contextlib.contextmanager
-    def _write_lock_held(self) -> Iterator[None]:
-        """This process's SQLite write lock (see __init__); nothing on PostgreSQL."""
-        if self._write_lock is None:
-            yield
-        else:
-            with self._write_lock:
-                yield
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -223,7 +219,7 @@ class Store:
         driver = self._driver
         for attempt in range(3):
             try:
-                with self._write_lock_held(), driver.transaction() as cursor:
+                with driver.transaction(lock=self._write_lock) as cursor:
                     return self._ingest(cursor, jobs)
             except driver.integrity_error:
                 # Another process inserted one of these event ids after our read; the
@@ -411,7 +407,7 @@ class Store:
         if destination is not None:
             params.append(destination)
         params.append(limit)
-        with self._write_lock_held(), self._bookkeeping_driver.transaction() as cursor:
+        with self._bookkeeping_driver.transaction(lock=self._write_lock) as cursor:
             cursor.execute(self._claim_sql[destination is not None], params)
             rows = sorted(cursor.fetchall(), key=lambda r: int(r[0]))
         return [_claimed(r) for r in rows]
@@ -446,19 +442,22 @@ class Store:
                 )
             )
         driver = self._bookkeeping_driver
-        with self._write_lock_held(), driver.transaction() as cursor:
+        with driver.transaction(lock=self._write_lock) as cursor:
             cursor.executemany(driver.sql(_FINISH), updates)
             if payloads:
                 cursor.executemany(driver.sql(_FINISH_PAYLOAD), payloads)
             cursor.executemany(driver.sql(_INSERT_ATTEMPT), attempt_rows)
 
-    def recover(self) -> int:
-        """Start-up sweep: return every in-flight claim to the queue.
+    def recover(self, worker: str | None = None) -> int:
+        """Return in-flight claims to the queue: every one, or those of ``worker``.
 
-        Right only when no other worker shares the database (the embedded SQLite
-        default); elsewhere a dead worker's claims come back when their lease ends.
+        Every one: the start-up sweep, right only when no other worker shares the
+        database (the embedded SQLite default); elsewhere a dead worker's claims come
+        back when their lease ends, or at once when whoever saw it die names it.
         """
         stmt = update(deliveries).where(deliveries.c.status == DeliveryStatus.IN_FLIGHT.value)
+        if worker is not None:
+            stmt = stmt.where(deliveries.c.claimed_by == worker)
         with self._write() as conn:
             result = conn.execute(
                 stmt.values(status=DeliveryStatus.PENDING.value, lease_until=None, claimed_by=None)
@@ -494,10 +493,29 @@ class Store:
             self._audit(conn, actor, "delivery.resend", str(delivery_id), {"remap": remap})
 
     def incident_events(self, incident_id: str, *, until: float) -> list[dict[str, Any]]:
-        """Bodies of an incident's events received up to ``until``, for stateful mappings."""
+        """Bodies of an incident's events received up to ``until``, for stateful mappings.
+
+        The dicts are shared with later calls: read them, never change them. An event's
+        body never changes once stored, so each is decoded once (while it stays among the
+        ``_BODY_CACHE`` most recently read): a long incident costs a delivery one row per
+        event, not one JSON decode per event.
+        """
         with self._driver.transaction(read_only=True) as cursor:
             cursor.execute(self._incident_sql, (incident_id, until))
-            return [orjson.loads(r[0]) for r in cursor.fetchall()]
+            rows = cursor.fetchall()
+        bodies = self._bodies
+        out = []
+        with self._bodies_lock:
+            for event_id, text in rows:
+                body = bodies.get(event_id)
+                if body is None:
+                    body = bodies[event_id] = orjson.loads(text)
+                    if len(bodies) > _BODY_CACHE:
+                        bodies.popitem(last=False)
+                else:
+                    bodies.move_to_end(event_id)
+                out.append(body)
+        return out
 
     # ---------------------------------------------------------------- browse
 
@@ -664,6 +682,7 @@ def _conflict_row(job: IngestJob, conflicts: tuple[str, ...]) -> tuple[Any, ...]
     )
 
 
+_BODY_CACHE = 8192  # decoded event bodies kept for incident histories (~2 KB each)
 _CLAIMED_FIELDS = tuple(f.name for f in dataclasses.fields(Claimed))[:12]
 
 
@@ -683,8 +702,15 @@ def _json(value: Any) -> str:
 
 
 def _on_disk(url: str) -> bool:
+    return _database_path(url) is not None
+
+
+def _database_path(url: str) -> Path | None:
+    """The SQLite file of ``url``; None in memory (or for a ``file:`` URI)."""
     database = make_url(url).database
-    return bool(database) and database != ":memory:" and not str(database).startswith("file:")
+    if not database or database == ":memory:" or str(database).startswith("file:"):
+        return None
+    return Path(database).resolve()
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
