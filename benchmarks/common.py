@@ -132,9 +132,17 @@ def wait_delivered(
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU a process has used (Linux /proc), to express cost per event."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU used by a process and its live children (the worker processes
+    of ``hub run``), from Linux /proc, to express cost per event."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # exited while we looked
+        if stat.parent.name == str(pid) or fields[1] == str(pid):
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def profile_folder(option: str | None) -> Path | None:
@@ -155,6 +163,7 @@ def profiled(hub: HubProcess, out: Path | None) -> Iterator[None]:
         return
     command = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(hub.pid)]
     command += ["--format", "raw", "--threads", "--gil", "--rate", "250", "--nonblocking"]
+    command += ["--subprocesses"]  # the worker processes of ``hub run``
     spy = subprocess.Popen(
         [*command, "--output", str(out)],
         stdout=subprocess.DEVNULL,

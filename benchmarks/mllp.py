@@ -249,10 +249,13 @@ def _phase(
     )
 
 
-def _config(database_url: str, sync: str, mllp_port: int, twin: Twin, his_links: int) -> Any:
+def _config(
+    database_url: str, sync: str, mllp_port: int, twin: Twin, his_links: int, processes: int
+) -> Any:
     return {
         "database_url": database_url,
         "database_sync": sync,
+        "worker": {"processes": processes},
         "listeners": {"monitors": {"type": "mllp", "host": "127.0.0.1", "port": mllp_port}},
         "destinations": {
             "his": {
@@ -283,7 +286,10 @@ def run_one(
     with twin_process() as twin:
         mllp_port = free_port()
         config = write_config(
-            workdir, _config(database_url, sync, mllp_port, twin, args.his_connections)
+            workdir,
+            _config(
+                database_url, sync, mllp_port, twin, args.his_connections, args.worker_processes
+            ),
         )
         with start_hub(config) as hub:
             try:
@@ -358,6 +364,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--his-connections", type=int, default=4, help="connections of the mllp destination"
     )
+    parser.add_argument(
+        "--worker-processes",
+        type=int,
+        default=0,
+        help="worker.processes of the hub (0: deliver in the hub's own process)",
+    )
     parser.add_argument("--postgres-url", default=os.environ.get("HUB_TEST_DATABASE_URL"))
     parser.add_argument("--out", default=str(HERE / "results" / "mllp.json"))
     parser.add_argument("--profile", metavar="DIR", help="py-spy the hub into DIR")
@@ -397,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
             "messages": args.messages,
             "connections": args.connections,
             "his_connections": args.his_connections,
+            "worker_processes": args.worker_processes,
             "incidents": INCIDENTS,
             "route": "ORU^R01 in (MLLP listener) → vitals.recorded → hl7v2-oru → mllp (HIS twin)",
             "ack": "original mode AA, written after the commit that holds the message",

@@ -41,15 +41,29 @@ def load_config(path: str | None) -> Any:
 
 
 def serve(
-    plan: Any, *, host: str | None = None, port: int | None = None, worker: bool = True
+    plan: Any,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    worker: bool = True,
+    config_file: Path | None = None,
 ) -> None:
-    """Run the API (and a worker) until SIGINT/SIGTERM; drains before exiting."""
+    """Run the API (and workers) until SIGINT/SIGTERM; drains before exiting.
+
+    Workers run in ``worker.processes`` child processes on the hub.yaml at
+    ``config_file`` (None: the built-in defaults), or in this process when that is 0.
+    """
     import uvicorn
 
     from hub.api.app import create_app
     from hub.runtime import HubRuntime
 
-    runtime = HubRuntime(plan, with_worker=worker)
+    runtime = HubRuntime(
+        plan,
+        with_worker=worker,
+        worker_processes=plan.spec.worker.processes,
+        config=config_file,
+    )
     app = create_app(runtime)
     config = uvicorn.Config(
         app,
@@ -63,11 +77,17 @@ def serve(
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    serve(load_config(args.config), host=args.host, port=args.port, worker=not args.no_worker)
+    chosen = args.config or os.environ.get("HUB_CONFIG")
+    if chosen is None and Path(DEFAULT_CONFIG).exists():
+        chosen = DEFAULT_CONFIG
+    plan = load_config(args.config)
+    path = Path(chosen).resolve() if chosen is not None else None
+    serve(plan, host=args.host, port=args.port, worker=not args.no_worker, config_file=path)
     return 0
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
+    from hub.engine.processes import ChildLink
     from hub.engine.worker import Worker
     from hub.store.store import Store
 
@@ -78,17 +98,24 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         sync=plan.spec.database_sync,
     )
 
+    link = ChildLink(args.link_fd) if args.link_fd is not None else None
+
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await Worker(store, plan, name=args.name).run(stop)
+        worker = Worker(store, plan, name=args.name, metrics=link)
+        if link is not None:
+            link.listen(worker.wake, stop)
+        await worker.run(stop, ready=link.ready if link is not None else None)
 
     try:
         asyncio.run(run())
     finally:
         store.close()
+        if link is not None:
+            link.close()
     return 0
 
 
@@ -229,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default=os.environ.get("HUB_LOG_LEVEL", "info"))
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="API and workers in one process")
+    run = sub.add_parser("run", help="API, listeners and workers (worker.processes)")
     run.add_argument("--host")
     run.add_argument("--port", type=int)
     run.add_argument("--no-worker", action="store_true", help="API only (scale-out)")
@@ -237,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="delivery workers only (scale-out)")
     worker.add_argument("--name", help="worker id in claims and attempts")
+    worker.add_argument("--link-fd", type=int, help=argparse.SUPPRESS)  # set by `hub run`
     worker.set_defaults(func=_cmd_worker)
 
     sub.add_parser("check", help="validate hub.yaml, report every problem").set_defaults(

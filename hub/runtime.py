@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from pathlib import Path
 
 from hub.config.plan import Plan
 from hub.engine.ingest import GroupCommitWriter, Ingestor
 from hub.engine.metrics import HubMetrics
+from hub.engine.processes import WorkerProcesses
 from hub.engine.routing import Router
 from hub.engine.worker import Worker
 from hub.listeners import Listener
@@ -24,7 +26,19 @@ log = logging.getLogger("hub.runtime")
 
 
 class HubRuntime:
-    def __init__(self, plan: Plan, store: Store | None = None, *, with_worker: bool = True) -> None:
+    """``with_worker``: deliver in this process. ``worker_processes``: deliver in that
+    many ``hub worker`` children on the hub.yaml at ``config`` (None: the built-in
+    defaults) instead; ``hub run`` does, by the ``worker.processes`` setting."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        store: Store | None = None,
+        *,
+        with_worker: bool = True,
+        worker_processes: int = 0,
+        config: Path | None = None,
+    ) -> None:
         self.plan = plan
         self.store = store or Store.open(
             plan.database_url, migrate=True, sync=plan.spec.database_sync
@@ -32,20 +46,35 @@ class HubRuntime:
         self.metrics = HubMetrics()
         self.writer = GroupCommitWriter(self.store)
         self.ingestor = Ingestor(self.store, Router(plan), self.writer, self.metrics)
-        self.worker = Worker(self.store, plan, metrics=self.metrics) if with_worker else None
+        self.processes: WorkerProcesses | None = None
+        self.worker: Worker | None = None
+        if with_worker and worker_processes > 0:
+            self.processes = WorkerProcesses(
+                worker_processes,
+                config=config,
+                store=self.store,
+                observer=self.metrics,
+                grace=plan.spec.worker.shutdown_grace,
+            )
+        elif with_worker:
+            self.worker = Worker(self.store, plan, metrics=self.metrics)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.listeners: dict[str, Listener] = {}  # started ones, by name
 
     async def start(self) -> None:
         """Sweep interrupted claims, then start writing and delivering."""
-        if self.worker is not None:
+        if self.worker is not None or self.processes is not None:
             swept = await asyncio.to_thread(self._sweep)
             if swept:
                 log.warning("returned %d interrupted deliveries to the queue", swept)
+        if self.worker is not None:
             self.writer.committed.append(self.worker.wake)
             self._stop.clear()
             self._task = asyncio.create_task(self.worker.run(self._stop), name="hub-worker")
+        if self.processes is not None:
+            await self.processes.start()
+            self.writer.committed.append(self.processes.wake)
         self.writer.start()
         await self._start_listeners()
 
@@ -67,6 +96,13 @@ class HubRuntime:
         for listener in listeners.values():
             await listener.stop()
 
+    def wake_workers(self) -> None:
+        """Deliveries were queued outside an ingest (a resend): claim them now."""
+        if self.worker is not None:
+            self.worker.wake()
+        if self.processes is not None:
+            self.processes.wake()
+
     def _sweep(self) -> int:
         # On the embedded SQLite default this process is the only worker, so every
         # in-flight claim was interrupted; elsewhere leases return them.
@@ -87,4 +123,6 @@ class HubRuntime:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
             self._task = None
+        if self.processes is not None:
+            await self.processes.stop()
         await asyncio.to_thread(self.store.close)

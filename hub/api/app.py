@@ -225,8 +225,7 @@ def create_app(runtime: HubRuntime) -> FastAPI:
         except ResendError as exc:
             code = 404 if str(exc).startswith("no delivery") else 409
             raise HTTPException(code, str(exc)) from None
-        if runtime.worker is not None:
-            runtime.worker.wake()
+        runtime.wake_workers()
         return _json({"delivery_id": delivery_id, "status": "pending"}, 202)
 
     @app.get("/healthz", summary="The process is up")

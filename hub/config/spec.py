@@ -60,6 +60,16 @@ class WorkerSpec(_Spec):
         default=60.0, gt=0, description="A claim not finished by then is claimable again."
     )
     shutdown_grace: float = Field(default=10.0, ge=0, description="Seconds to drain at stop.")
+    processes: int = Field(
+        default=0,
+        ge=0,
+        le=16,
+        description=(
+            "Worker processes `hub run` starts beside itself, so delivery does not share "
+            "the receiving process's CPU core; 0 (the default) delivers inside the hub's "
+            "own process. Worth it with more than two cores."
+        ),
+    )
 
 
 class WhenSpec(_Spec):

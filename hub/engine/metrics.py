@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from hub.store.records import DeliveryStatus, Finished
+from hub.store.records import DeliveryStatus
 from hub.store.store import QueueStat
 
-__all__ = ["HubMetrics", "QueueCollector"]
+__all__ = ["DeliveryObserver", "HubMetrics", "QueueCollector"]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
@@ -49,16 +50,24 @@ class HubMetrics:
             registry=self.registry,
         )
 
-    def observe(self, destination: str, result: Finished, created_at: float) -> None:
-        if result.new_status is DeliveryStatus.DELIVERED:
+    def observe(self, destination: str, status: DeliveryStatus, created_at: float) -> None:
+        """Count a recorded attempt by the status it left its delivery in."""
+        if status is DeliveryStatus.DELIVERED:
             self.deliveries.labels(destination, "delivered").inc()
             self.latency.labels(destination).observe(time.time() - created_at)
-        elif result.new_status is DeliveryStatus.DEAD:
+        elif status is DeliveryStatus.DEAD:
             self.deliveries.labels(destination, "dead").inc()
-        elif result.new_status is DeliveryStatus.SKIPPED:
+        elif status is DeliveryStatus.SKIPPED:
             self.deliveries.labels(destination, "skipped").inc()
         else:
             self.deliveries.labels(destination, "failed").inc()
+
+
+class DeliveryObserver(Protocol):
+    """Where a worker reports recorded attempts: HubMetrics, or the link of a worker
+    process to its hub (hub.engine.processes)."""
+
+    def observe(self, destination: str, status: DeliveryStatus, created_at: float) -> None: ...
 
 
 class QueueCollector(Collector):

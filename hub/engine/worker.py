@@ -11,14 +11,14 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from hub.config.plan import Destination, Plan
 from hub.connectors.base import Connector, Outbound, Outcome, SendResult
-from hub.engine.metrics import HubMetrics
+from hub.engine.metrics import DeliveryObserver, HubMetrics
 from hub.ids import new_id
 from hub.registry import RegistryError, lookup
 from hub.store.records import Claimed, DeliveryStatus, Finished
@@ -61,13 +61,13 @@ class Worker:
         store: Store,
         plan: Plan,
         *,
-        metrics: HubMetrics | None = None,
+        metrics: DeliveryObserver | None = None,
         connectors: Mapping[str, Connector] | None = None,
         name: str | None = None,
     ) -> None:
         self.store = store
         self.plan = plan
-        self.metrics = metrics or HubMetrics()
+        self.metrics: DeliveryObserver = metrics or HubMetrics()
         self.connectors = dict(connectors) if connectors is not None else build_connectors(plan)
         self.name = name or worker_id()
         self._spec = plan.spec.worker
@@ -89,13 +89,18 @@ class Worker:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._db, lambda: fn(*args, **kwargs))
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Loop until ``stop`` is set; in-flight sends are finished and recorded first."""
+    async def run(self, stop: asyncio.Event, ready: Callable[[], None] | None = None) -> None:
+        """Loop until ``stop`` is set; in-flight sends are finished and recorded first.
+
+        ``ready`` is called once the connectors have started.
+        """
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._recorded = asyncio.Event()
         for connector in self.connectors.values():
             await connector.start()
+        if ready is not None:
+            ready()
         try:
             while not stop.is_set():
                 self._wake.clear()
@@ -166,7 +171,7 @@ class Worker:
         for c, finished in batch:
             self._in_flight[c.destination] -= 1
             if recorded:
-                self.metrics.observe(c.destination, finished, c.created_at)
+                self.metrics.observe(c.destination, finished.new_status, c.created_at)
         assert self._wake is not None and self._recorded is not None
         self._wake.set()
         self._recorded.set()

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 import pytest
+from hubkit import Webhook
 from sqlalchemy import select
 
 from hub.ids import new_id
@@ -24,7 +25,6 @@ from hub.store.records import IngestJob, NewDelivery, NewEvent
 from hub.store.store import Store
 from hub.store.tables import attempts, deliveries
 from hub.testing.process import GRACEFUL_EXIT, HubProcess, start_worker, write_config
-from sandbox.http_receiver import HttpReceiverTwin, ServerThread
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -79,16 +79,6 @@ def _job(i: int, received_at: float) -> IngestJob:
 
 
 @pytest.fixture
-def twin() -> Iterator[tuple[HttpReceiverTwin, str]]:
-    receiver = HttpReceiverTwin()
-    server = ServerThread(receiver.app).start()
-    try:
-        yield receiver, f"{server.url}/hook"
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def store(postgres_url: str) -> Iterator[Store]:
     opened = Store.open(postgres_url, migrate=True)
     try:
@@ -110,9 +100,9 @@ def _wait_drained(store: Store, workers: list[HubProcess]) -> None:
 
 
 def test_two_workers_share_the_outbox_without_double_claims(
-    tmp_path: Path, postgres_url: str, store: Store, twin: tuple[HttpReceiverTwin, str]
+    tmp_path: Path, postgres_url: str, store: Store, webhook: Webhook
 ) -> None:
-    receiver, hook_url = twin
+    receiver, hook_url = webhook.twin, webhook.url
     for start in range(0, DELIVERIES, INGEST_BATCH):
         now = time.time()
         outcomes = store.ingest([_job(i, now) for i in range(start, start + INGEST_BATCH)])
