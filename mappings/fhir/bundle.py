@@ -21,8 +21,11 @@ later keeps the same resources):
   <patient-key>``) are further, non-key identifiers: the EMR groups an incident's
   Encounters by the dispatch number. Before any patient is known there is no Encounter
   (nothing to chart; every later bundle carries the whole timeline anyway).
-- Condition, AllergyIntolerance, vital-sign Observations: prefixed by ``<patient-key>``;
-  ECG Observation and DocumentReference: the ECG id (ECGs belong to one patient).
+- Condition (the prehospital impression) and AllergyIntolerance: prefixed by the
+  Encounter's ``<incident>/<patient-key>``: they are this encounter's findings, so a
+  site that reuses patient ids across incidents (a master patient index) keeps each
+  incident's own; vital-sign Observations: ``<patient-key>.<time>.<sign>``; ECG
+  Observation and DocumentReference: the ECG id (ECGs belong to one patient).
 
 Which patients a bundle covers: the event's patient (``patient_ref`` or
 ``data.patient_id``, resolved through identifications) when it is a known patient;
@@ -464,7 +467,12 @@ class BundleBuilder:
             resource["serviceProvider"] = {"reference": hospital}
         # One Encounter per patient per incident: the dispatch number alone is not a key
         # (a second patient's bundle would take over the first one's Encounter).
-        return self.add(resource, self.system("encounter"), f"{incident_id}/{self.patient_key}")
+        return self.add(resource, self.system("encounter"), self.encounter_key())
+
+    def encounter_key(self) -> str:
+        """``<incident>/<patient-key>``: the Encounter, and the prefix of what belongs to it."""
+        assert self.patient_key is not None
+        return f"{self.state.incident_id or 'unknown'}/{self.patient_key}"
 
     def condition(self, assessment: Assessment, patient: str, encounter: str) -> None:
         if not assessment.impression and not assessment.impression_code:
@@ -488,7 +496,7 @@ class BundleBuilder:
         }
         if assessment.onset_at is not None:
             resource["onsetDateTime"] = _time(assessment.onset_at)
-        self.add(resource, self.system("impression"), f"{self.patient_key}.impression")
+        self.add(resource, self.system("impression"), f"{self.encounter_key()}.impression")
 
     def allergy(
         self, allergy: Allergy, assessment: Assessment, patient: str, encounter: str
@@ -514,7 +522,7 @@ class BundleBuilder:
             if allergy.severity is not None:
                 reaction["severity"] = allergy.severity.value
             resource["reaction"] = [reaction]
-        value = f"{self.patient_key}.{_digest(allergy.substance)}"
+        value = f"{self.encounter_key()}.{_digest(allergy.substance)}"
         self.add(resource, self.system("allergy"), value)
 
     # ------------------------------------------------------------------ observations

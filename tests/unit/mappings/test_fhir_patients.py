@@ -231,3 +231,29 @@ def test_every_scenario_one_encounter_per_patient_chain(name: str) -> None:
     subjects = twin_encounter_subjects(twin)
     assert len(subjects) == len(twin.resources("Encounter")) == len(chains)
     assert len(set(subjects.values())) == len(chains)
+
+
+def _with_incident(events: list[dict[str, Any]], incident: str) -> list[dict[str, Any]]:
+    moved = json.loads(json.dumps(events))
+    for event in moved:
+        event["event_id"] = f"{incident}-{event['event_id']}"
+        event["incident_id"] = incident
+    return moved
+
+
+def test_a_patient_id_reused_in_another_incident_keeps_each_incidents_findings() -> None:
+    """A master patient index gives one person the same id in every incident: the
+    Patient is shared, but each incident's impression and reported allergies stay its own
+    (keyed under its Encounter), so the second incident never overwrites the first's."""
+    events = scenario_events("stemi-tianjin")
+    later = "TJ120-20261126-0001"
+    first = list(bundles(events))[-1]
+    second = list(bundles(_with_incident(events, later)))[-1]
+    patients = [{key_of(r, "patient") for r in by_type(b, "Patient")} for b in (first, second)]
+    assert patients[0] == patients[1] != set()
+    for kind, system in (("Condition", "impression"), ("AllergyIntolerance", "allergy")):
+        keys_first = {key_of(r, system) for r in by_type(first, kind)}
+        keys_second = {key_of(r, system) for r in by_type(second, kind)}
+        assert keys_first, f"the scenario has no {kind}"
+        assert not keys_first & keys_second, kind
+        assert all(key.startswith(f"{later}/") for key in keys_second), keys_second
