@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from hub.hl7v2.er7 import Message, Segment, decode, parse_message
+from hub.hl7v2.er7 import Message, Segment, decode, parse_message, split_messages
 from hub.hl7v2.errors import Hl7Error
 from mappings.fhir.profile_check import Violation, validate_fhir
 
@@ -79,11 +79,20 @@ def validate_bytes(data: bytes) -> tuple[str, list[Problem]]:
             return kind, [Problem("$", "a FHIR resource must be a JSON object")]
         return kind, validate_fhir_document(document)
     if kind == "er7":
-        try:
-            decoded = decode(_strip(data))
-        except Hl7Error as exc:
-            return kind, [Problem("MSH-18", str(exc))]
-        return kind, validate_er7(decoded.text, decoded.codec)
+        # A file may hold several messages back to back (one delivery's ADT per patient):
+        # each is checked on its own, its problems prefixed with its place.
+        messages = split_messages(_strip(data))
+        problems: list[Problem] = []
+        for n, message in enumerate(messages, start=1):
+            prefix = f"message[{n}]." if len(messages) > 1 else ""
+            try:
+                decoded = decode(message)
+            except Hl7Error as exc:
+                problems.append(Problem(f"{prefix}MSH-18", str(exc)))
+                continue
+            found = validate_er7(decoded.text, decoded.codec)
+            problems.extend(Problem(prefix + p.path, p.message) for p in found)
+        return kind, problems
     return "unknown", [Problem("$", "neither FHIR JSON nor an HL7 v2 ER7 message (MSH...)")]
 
 

@@ -40,7 +40,7 @@ from hub.connectors.base import (
     truncate,
 )
 from hub.hl7v2.ack import AckCode, AckResult, read_ack
-from hub.hl7v2.er7 import Charset, decode, parse_message, read_msh
+from hub.hl7v2.er7 import Charset, decode, parse_message, read_msh, split_messages
 from hub.hl7v2.errors import Hl7Error
 from hub.hl7v2.framing import FrameError, MllpDecoder, frame
 from hub.registry import register
@@ -188,27 +188,38 @@ class MllpConnector(Connector):
             log.error("%s", self._ssl_error)
 
     async def send(self, message: Outbound) -> SendResult:
+        """Send the payload's message(s) in order on one connection, each awaiting its
+        own ACK; the first that is not accepted ends the send with its result."""
         await self.start()
         if self._ssl_error is not None:
             return SendResult(Outcome.TRANSIENT, error=self._ssl_error, error_class="config")
-        try:
-            decoded = decode(message.payload, self.settings.charset)
-            control_id = read_msh(decoded.text).control_id
-        except Hl7Error as exc:
-            return SendResult(
-                Outcome.PERMANENT,
-                error=f"the payload is not an HL7 v2 message: {exc.message}",
-                error_class="invalid_payload",
-            )
-        if not control_id:
-            return SendResult(
-                Outcome.PERMANENT,
-                error="the payload has no MSH-10 to match the ACK against",
-                error_class="invalid_payload",
-            )
+        blocks = split_messages(message.payload) or [message.payload]
+        control_ids = []
+        for index, block in enumerate(blocks, start=1):
+            which = f"message {index} of {len(blocks)}: " if len(blocks) > 1 else ""
+            try:
+                decoded = decode(block, self.settings.charset)
+                control_id = read_msh(decoded.text).control_id
+            except Hl7Error as exc:
+                return SendResult(
+                    Outcome.PERMANENT,
+                    error=f"{which}the payload is not an HL7 v2 message: {exc.message}",
+                    error_class="invalid_payload",
+                )
+            if not control_id:
+                return SendResult(
+                    Outcome.PERMANENT,
+                    error=f"{which}the payload has no MSH-10 to match the ACK against",
+                    error_class="invalid_payload",
+                )
+            control_ids.append(control_id)
         link = await self._links.get()
         try:
-            return await self._exchange(link, frame(message.payload), control_id)
+            for block, control_id in zip(blocks, control_ids, strict=True):
+                result = await self._exchange(link, frame(block), control_id)
+                if result.outcome is not Outcome.DELIVERED:
+                    break
+            return result
         finally:
             self._links.put_nowait(link)
 

@@ -50,6 +50,7 @@ __all__ = [
     "parse_message",
     "parse_ts",
     "read_msh",
+    "split_messages",
     "unescape",
 ]
 
@@ -348,6 +349,16 @@ class MshHeader:
     def enhanced_mode(self) -> bool:
         """Enhanced acknowledgement mode: MSH-15 or MSH-16 is valued."""
         return bool(self.accept_ack_type or self.application_ack_type)
+
+
+_MESSAGE_START = re.compile(rb"(?<=[\r\n])(?=MSH)")
+
+
+def split_messages(data: bytes) -> list[bytes]:
+    """The messages of a payload holding one or more ER7 messages back to back (a
+    mapping's several messages for one delivery): a new message starts at every line
+    that starts with ``MSH``. Each keeps its own segment ends."""
+    return [part for part in _MESSAGE_START.split(data) if part.strip()]
 
 
 def read_msh(message: str | bytes) -> MshHeader:

@@ -35,7 +35,7 @@ from hub.model.incident import Call, Cancellation, UnitDispatch, UnitStatus, Uni
 from hub.model.patient import Patient
 from hub.model.vitals import VitalSigns
 
-__all__ = ["IncidentState", "fold", "resolve_patient_id"]
+__all__ = ["IncidentState", "fold", "resolve_patient_id", "root_patient_id"]
 
 
 def _measured_at(sample: VitalSigns) -> datetime:
@@ -66,6 +66,9 @@ class IncidentState(CanonicalModel):
     patients: dict[str, Patient] = Field(default_factory=dict)
     superseded_patients: dict[str, Patient] = Field(default_factory=dict)
     patient_links: dict[str, str] = Field(default_factory=dict)  # temporary -> permanent id
+    # The first id of each patient's identity chain, in the order patients were first
+    # identified: stable when a temporary patient gets its permanent id later.
+    patient_order: list[str] = Field(default_factory=list)
     assessments: dict[str, Assessment] = Field(default_factory=dict)  # latest per patient
     vitals: dict[str, list[VitalSigns]] = Field(default_factory=dict)  # by measured_at
     ecgs: dict[str, list[Ecg]] = Field(default_factory=dict)  # one per ecg_id, by acquired_at
@@ -96,6 +99,16 @@ def resolve_patient_id(links: dict[str, str], patient_id: str) -> str:
     return patient_id
 
 
+def root_patient_id(links: dict[str, str], patient_id: str) -> str:
+    """The first id of patient_id's identity chain (its temporary id, if it had one)."""
+    reverse = {new: old for old, new in links.items()}
+    seen = {patient_id}
+    while (older := reverse.get(patient_id)) is not None and older not in seen:
+        seen.add(older)
+        patient_id = older
+    return patient_id
+
+
 def fold(events: Iterable[Event], initial: IncidentState | None = None) -> IncidentState:
     """Apply events in order to initial (or an empty state) and return the new state.
 
@@ -119,6 +132,7 @@ class _Builder:
         self.patients = dict(start.patients)
         self.superseded = dict(start.superseded_patients)
         self.links = dict(start.patient_links)
+        self.patient_order = list(start.patient_order)
         self.assessments = dict(start.assessments)
         # Shared with ``start`` until a key gets new samples, then copied once and kept
         # sorted by insertion: folding a few events onto a long incident stays cheap.
@@ -178,6 +192,9 @@ class _Builder:
     def _resolve(self, patient_id: str) -> str:
         return resolve_patient_id(self.links, patient_id)
 
+    def _root(self, patient_id: str) -> str:
+        return root_patient_id(self.links, patient_id)
+
     def _owned(self, record: _Owned) -> _Owned:
         """record carrying the current id of its patient."""
         current = self._resolve(record.patient_id)
@@ -196,6 +213,9 @@ class _Builder:
             self.handovers[handover.patient_id] = handover
 
     def _identify(self, patient: Patient) -> None:
+        root = self._root(patient.supersedes or patient.patient_id)
+        if root not in self.patient_order:
+            self.patient_order.append(root)
         if patient.supersedes is not None:
             self._link(patient.supersedes, patient.patient_id)
         if patient.patient_id in self.links:  # an identity that was already replaced
@@ -261,6 +281,7 @@ class _Builder:
             patients=self.patients,
             superseded_patients=self.superseded,
             patient_links=self.links,
+            patient_order=self.patient_order,
             assessments=self.assessments,
             vitals=self.vitals,  # kept in order by _add_vitals
             ecgs={

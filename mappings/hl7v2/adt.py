@@ -1,12 +1,18 @@
-"""``hl7v2-adt``: ADT pre-registration of the incident's patient at the receiving HIS.
+"""``hl7v2-adt``: ADT pre-registration of the incident's patients at the receiving HIS.
 
-Which message an event gives is decided from the incident history alone, by replaying a
-small state machine over the events up to and including the delivered one (see
+Which messages an event gives is decided from the incident history alone, by replaying
+a small state machine over the events up to and including the delivered one (see
 README.md "ADT trigger logic"): the first event at which a patient and a destination
 (of this route's hospital, with ``hospital_code``) are both known registers the patient
 (A04, A05 or A14 by ``trigger``); later patient, assessment and destination events
 update it (A08); a cancellation, or a redirect to another hospital, cancels it with the
 trigger's own cancel (A11, A38, A27). Anything else is :class:`NothingToSend`.
+
+An event about one patient concerns that patient; an incident-wide event (the
+destination) concerns every identified patient, and a cancellation every registered one,
+so one event can give several messages (mother and newborn). They travel as one payload,
+in patient order; the first has the delivery's message id as MSH-10, the others
+:func:`hub.ids.sibling_id` of it, so each stays stable across retries.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from hub.hl7v2.er7 import FieldValue, Repeat
+from hub.ids import sibling_id
 from hub.model.events import Event, IncidentCancelled
 from hub.model.incident import UnitStatus
 from hub.model.state import IncidentState, fold
@@ -67,43 +74,46 @@ class AdtAction:
     reason: str = ""  # why nothing is sent, or why a registration is cancelled
 
 
-def _target(event: Event, state: IncidentState) -> str | None:
-    """The patient an event is about: its own, or (incident-wide) the first identified."""
+def _targets(event: Event, state: IncidentState) -> list[str]:
+    """The current ids of the patients an event is about: its own, or (an incident-wide
+    event) every identified patient, in the order they were first identified."""
     if event.patient_ref is not None:
         current = state.resolve_patient_id(event.patient_ref)
-        return current if current in state.patients else None
-    return next(iter(state.patients), None)
+        return [current] if current in state.patients else []
+    found = (state.resolve_patient_id(root) for root in state.patient_order)
+    return [current for current in found if current in state.patients]
 
 
 @dataclass(frozen=True, slots=True)
 class _Replay:
     """The state machine after some events: what IncidentMemo remembers per route."""
 
-    action: AdtAction = AdtAction("skip", reason="no events")
+    actions: tuple[AdtAction, ...] = (AdtAction("skip", reason="no events"),)
     state: IncidentState = field(default_factory=IncidentState)
     registered: tuple[str, ...] = ()  # root patient ids, in registration order
 
 
 def _replay(start: _Replay, events: Sequence[Event], hospital_code: str | None) -> _Replay:
-    state, action = start.state, start.action
+    state, actions = start.state, start.actions
     registered = dict.fromkeys(start.registered)
     for event in events:
         before = state
         state = fold([event], before)
-        action = _step(event, before, state, registered, hospital_code)
-    return _Replay(action, state, tuple(registered))
+        actions = tuple(_step(event, before, state, registered, hospital_code))
+    return _Replay(actions, state, tuple(registered))
 
 
 def decide(
     events: Sequence[Event], hospital_code: str | None = None
-) -> tuple[AdtAction, IncidentState]:
-    """The action for the last event and the incident state after it.
+) -> tuple[tuple[AdtAction, ...], IncidentState]:
+    """The actions for the last event (one per patient, or one skip with the reason)
+    and the incident state after it.
 
     Pure: replays every event in order with the same rules, so an event always gives the
-    same action whatever was delivered before (a resend, a retry, another worker).
+    same actions whatever was delivered before (a resend, a retry, another worker).
     """
     replay = _replay(_Replay(), events, hospital_code)
-    return replay.action, replay.state
+    return replay.actions, replay.state
 
 
 # One memo per hospital_code: the replay depends on it.
@@ -116,44 +126,50 @@ def _step(
     after: IncidentState,
     registered: dict[str, None],
     hospital_code: str | None,
-) -> AdtAction:
+) -> list[AdtAction]:
     if event.event_id not in after.event_ids or event.event_id in before.event_ids:
-        return AdtAction("skip", reason="a repeated event, or one of another incident")
+        return [AdtAction("skip", reason="a repeated event, or one of another incident")]
     if before.cancelled is not None:
-        return AdtAction("skip", reason="the incident was cancelled earlier")
+        return [AdtAction("skip", reason="the incident was cancelled earlier")]
     if isinstance(event, IncidentCancelled):
         if not registered:
-            return AdtAction("skip", reason="cancelled before any registration was sent")
-        primary = next(iter(after.patients), None)
-        root = root_patient_id(after, primary) if primary is not None else None
-        if root not in registered:
-            root = next(iter(registered))
-        del registered[root]
-        current = after.resolve_patient_id(root)
-        return AdtAction("cancel", current, f"incident cancelled: {event.data.reason}")
+            return [AdtAction("skip", reason="cancelled before any registration was sent")]
+        reason = f"incident cancelled: {event.data.reason}"
+        cancels = [AdtAction("cancel", after.resolve_patient_id(r), reason) for r in registered]
+        registered.clear()
+        return cancels
     if event.type not in _ADT_TYPES:
-        return AdtAction("skip", reason=f"{event.type} means nothing to an ADT registration")
-    patient_id = _target(event, after)
-    if patient_id is None:
-        return AdtAction("skip", reason="no patient identified yet")
-    root = root_patient_id(after, patient_id)
+        return [AdtAction("skip", reason=f"{event.type} means nothing to an ADT registration")]
+    targets = _targets(event, after)
+    if not targets:
+        return [AdtAction("skip", reason="no patient identified yet")]
     destination = after.destination
     if destination is None:
-        return AdtAction("skip", reason="no destination hospital assigned yet")
+        return [AdtAction("skip", reason="no destination hospital assigned yet")]
     if hospital_code is not None and destination.hospital_code != hospital_code:
-        if root in registered:
-            del registered[root]
-            reason = f"redirected to {destination.hospital_code}"
-            return AdtAction("cancel", patient_id, reason)
-        return AdtAction(
-            "skip",
-            reason=f"the patient goes to {destination.hospital_code}, "
-            f"this route registers for {hospital_code}",
-        )
-    if root not in registered:
-        registered[root] = None
-        return AdtAction("register", patient_id)
-    return AdtAction("update", patient_id)
+        reason = f"redirected to {destination.hospital_code}"
+        cancels = []
+        for patient_id in targets:
+            root = root_patient_id(after, patient_id)
+            if root in registered:
+                del registered[root]
+                cancels.append(AdtAction("cancel", patient_id, reason))
+        return cancels or [
+            AdtAction(
+                "skip",
+                reason=f"the patient goes to {destination.hospital_code}, "
+                f"this route registers for {hospital_code}",
+            )
+        ]
+    actions = []
+    for patient_id in targets:
+        root = root_patient_id(after, patient_id)
+        if root not in registered:
+            registered[root] = None
+            actions.append(AdtAction("register", patient_id))
+        else:
+            actions.append(AdtAction("update", patient_id))
+    return actions
 
 
 @register("mapping", "hl7v2-adt")
@@ -172,19 +188,24 @@ def hl7v2_adt(event: Mapping[str, Any], ctx: MappingContext) -> Payload:
             code, IncidentMemo(_Replay, lambda start, new: _replay(start, new, code))
         )
     replay, last = memo.reduce(dicts)
-    action, state = replay.action, replay.state
-    if action.kind == "skip" or action.patient_id is None:
-        raise NothingToSend(action.reason)
-    trigger: str
-    if action.kind == "register":
-        trigger = options.trigger
-    elif action.kind == "update":
-        trigger = UPDATE_TRIGGER
-    else:
-        trigger = CANCEL_OF[options.trigger]
-    builder = MessageBuilder.start(options, state, ctx, incident_source(dicts))
-    _write(builder, last, trigger, action)
-    return encode(builder)
+    actions, state = replay.actions, replay.state
+    if len(actions) == 1 and (actions[0].kind == "skip" or actions[0].patient_id is None):
+        raise NothingToSend(actions[0].reason)
+    source = incident_source(dicts)
+    messages = []
+    for n, action in enumerate(actions):
+        trigger: str
+        if action.kind == "register":
+            trigger = options.trigger
+        elif action.kind == "update":
+            trigger = UPDATE_TRIGGER
+        else:
+            trigger = CANCEL_OF[options.trigger]
+        control_id = ctx.message_id if n == 0 else sibling_id(ctx.message_id, n)
+        builder = MessageBuilder.start(options, state, ctx, source, control_id=control_id)
+        _write(builder, last, trigger, action)
+        messages.append(encode(builder))
+    return Payload(b"".join(m.body for m in messages), messages[0].content_type)
 
 
 hl7v2_adt.needs_incident = True  # type: ignore[attr-defined]
@@ -199,12 +220,12 @@ def _write(builder: MessageBuilder, event: Event, trigger: str, action: AdtActio
     builder.evn(trigger, event.occurred_at)
     builder.pid(patient, action.patient_id)
     if action.kind == "cancel":
-        builder.pv1()
+        builder.pv1(action.patient_id)
         _zph(builder, action.patient_id, cancel_reason=action.reason)
         return
     if patient is not None:
         builder.nk1(patient.emergency_contacts)
-    builder.pv1()
+    builder.pv1(action.patient_id)
     _pv2(builder, action.patient_id)
     assessment = state.assessments.get(action.patient_id)
     if assessment is not None:

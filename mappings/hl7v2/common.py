@@ -29,6 +29,7 @@ from hub.model.incident import UnitStatus
 from hub.model.location import Address
 from hub.model.patient import Contact, Patient, Sex
 from hub.model.state import IncidentState
+from hub.model.state import root_patient_id as chain_root
 from mappings.base import MappingContext, MappingError, Payload
 from mappings.tables import BUILTIN_TABLES, CodeTables
 
@@ -130,12 +131,7 @@ def root_patient_id(state: IncidentState, patient_id: str) -> str:
     The hub's patient identifier (PID-3, type PI) is this id, as the FHIR mapping keys its
     Patient on it: identifying a temporary patient then needs no merge at the HIS.
     """
-    reverse = {new: old for old, new in state.patient_links.items()}
-    seen = {patient_id}
-    while (older := reverse.get(patient_id)) is not None and older not in seen:
-        seen.add(older)
-        patient_id = older
-    return patient_id
+    return chain_root(state.patient_links, patient_id)
 
 
 @dataclass(slots=True)
@@ -148,13 +144,22 @@ class MessageBuilder:
     ctx: MappingContext
     source: str
     writer: Er7Writer
+    control_id: str  # MSH-10
 
     @classmethod
     def start(
-        cls, options: Hl7v2Options, state: IncidentState, ctx: MappingContext, source: str
+        cls,
+        options: Hl7v2Options,
+        state: IncidentState,
+        ctx: MappingContext,
+        source: str,
+        *,
+        control_id: str | None = None,
     ) -> MessageBuilder:
+        """``control_id``: MSH-10, by default the delivery's message id."""
         tables = BUILTIN_TABLES.with_overrides(options.code_overrides)
-        return cls(options, tables, state, ctx, source, Er7Writer())
+        message_id = control_id or ctx.message_id
+        return cls(options, tables, state, ctx, source, Er7Writer(), message_id)
 
     # ------------------------------------------------------------------ values
 
@@ -191,7 +196,7 @@ class MessageBuilder:
             self.ts(self.ctx.created_at),  # MSH-7
             None,
             [code, trigger, structure],  # MSH-9
-            self.ctx.message_id,  # MSH-10, stable across retries
+            self.control_id,  # MSH-10, stable across retries
             o.processing_id,
             HL7_VERSION,  # MSH-12
             None,
@@ -263,8 +268,9 @@ class MessageBuilder:
                 ["C", "Emergency Contact", "HL70131"],  # NK1-7 contact role
             )
 
-    def pv1(self, *, full: bool = True) -> None:
-        """PV1; ``full`` adds admission type, admit source and admit time (ADT)."""
+    def pv1(self, patient_id: str, *, full: bool = True) -> None:
+        """PV1 of the patient's visit; ``full`` adds admission type, admit source and
+        admit time (ADT)."""
         state = self.state
         destination = state.destination
         location: FieldValue = None
@@ -289,8 +295,25 @@ class MessageBuilder:
             fields[3] = self.code("admission_type", kind)  # PV1-4
             fields[13] = self.code("hl7v2_admit_source", "ambulance")  # PV1-14
             fields[43] = self.ts(_admit_time(state))  # PV1-44
-        fields[18] = self.cx(state.incident_id or "", "VN")  # PV1-19
+        fields[18] = self.cx(visit_number(state, patient_id), "VN")  # PV1-19
         self.writer.segment("PV1", *fields)
+
+
+def visit_number(state: IncidentState, patient_id: str) -> str:
+    """PV1-19: the incident id for its first patient, ``<incident>-<n>`` for the n-th.
+
+    Each patient of an incident (mother and newborn, the casualties of a crash) is a
+    visit of its own at the HIS. n is the patient's place in the order patients were
+    first identified, so it does not change when a temporary patient gets its
+    permanent id; a patient never identified (known only from results) is the first.
+    """
+    incident = state.incident_id or ""
+    root = root_patient_id(state, patient_id)
+    if root in state.patient_order:
+        place = state.patient_order.index(root) + 1
+        if place > 1:
+            return f"{incident}-{place}"
+    return incident
 
 
 def _xad(address: Address) -> list[Component]:

@@ -59,7 +59,7 @@ def hl7v2_oru(event: Mapping[str, Any], ctx: MappingContext) -> Payload:
     builder = MessageBuilder.start(options, state, ctx, incident_source(dicts))
     builder.msh("ORU", "R01", "ORU_R01")
     builder.pid(state.patients.get(patient_id), patient_id)
-    builder.pv1(full=False)
+    builder.pv1(patient_id, full=False)
     if isinstance(current, VitalsRecordedEvent):
         for index, sample in enumerate(current.data.samples, start=1):
             _vitals(builder, current.event_id, index, sample)

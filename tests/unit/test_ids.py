@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import re
 
-from hub.ids import new_id
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hub.ids import new_id, sibling_id
 
 CROCKFORD = re.compile(r"^[0-9A-HJKMNP-TV-Z]{20}$")
 
@@ -38,3 +42,19 @@ def test_the_time_part_encodes_milliseconds() -> None:
     for char in new_id(1.0)[:10]:
         value = value * 32 + "0123456789ABCDEFGHJKMNPQRSTVWXYZ".index(char)
     assert value >> 2 == 1000  # 48 time bits in the first 50: the top 10 chars hold ms << 2
+
+
+@given(st.integers(min_value=0, max_value=2**48 - 1))
+def test_sibling_ids_are_distinct_stable_and_fit_msh10(ms: int) -> None:
+    original = new_id(ms / 1000)
+    siblings = [sibling_id(original, n) for n in range(1, 1024)]
+    assert len({original, *siblings}) == 1024
+    assert all(len(s) == 20 and s[:18] == original[:18] for s in siblings)
+    assert sibling_id(original, 5) == siblings[4]
+
+
+def test_sibling_ids_of_foreign_ids_and_bad_n() -> None:
+    assert sibling_id("G2CD946D3C288CA793A0", 1) != "G2CD946D3C288CA793A0"
+    assert sibling_id("MSG-001", 1) != sibling_id("MSG-001", 2)
+    with pytest.raises(ValueError, match="1 to 1023"):
+        sibling_id("G2CD946D3C288CA793A0", 0)

@@ -48,6 +48,15 @@ def test_er7_violations_have_paths() -> None:
     assert any(p.path.endswith("(hl7apy 2.5.1)") for p in problems)
 
 
+def test_a_file_of_several_messages_is_checked_message_by_message() -> None:
+    good = A04.read_bytes()
+    broken = good.replace(b"PV1|1|E|", b"PV1|1|I|", 1)
+    assert validate_bytes(good + good) == ("er7", [])
+    _, problems = validate_bytes(good + broken)
+    assert {str(p) for p in problems} >= {"message[2].PV1-2: must be 'E', found 'I'"}
+    assert not any(p.path.startswith("message[1]") for p in problems)
+
+
 def test_unknown_message_type_is_reported() -> None:
     text = A04.read_bytes().decode().replace("ADT^A04^ADT_A01", "ADT^A03^ADT_A03")
     _, problems = validate_bytes(text.encode())

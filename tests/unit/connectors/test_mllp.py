@@ -97,6 +97,31 @@ def test_aa_is_delivered(twin: HisTwin) -> None:
     assert twin.received()[0].text.startswith("MSH|")
 
 
+def test_a_payload_of_several_messages_sends_each_and_awaits_each_ack(twin: HisTwin) -> None:
+    """One delivery of an ADT per patient (mother and newborn): every message is framed
+    and acknowledged on its own, in order, on one connection."""
+    first, second = adt("P1-A").encode(), adt("P1-B", name="李四").encode()
+    (result,) = run(send_and_close(mllp(twin.port), outbound(first + second)))
+    assert result.outcome is Outcome.DELIVERED, result
+    assert result.response is not None and "MSA|AA|P1-B" in result.response
+    assert twin.accepted_ids() == ["P1-A", "P1-B"]
+    assert twin.accepted("P1-A") == [first] and twin.accepted("P1-B") == [second]
+    assert twin.connections == 1
+
+
+def test_the_first_refused_message_of_several_ends_the_send(twin: HisTwin) -> None:
+    twin.nak("AR", count=1)
+    payload = adt("P2-A").encode() + adt("P2-B").encode()
+    first, retry = run(
+        send_and_close(mllp(twin.port), outbound(payload), outbound(payload, attempt=2))
+    )
+    assert first.outcome is Outcome.TRANSIENT and first.status == "AR"
+    assert retry.outcome is Outcome.DELIVERED
+    # A refused: B not sent; the retry sends both again (the HIS dedupes on MSH-10).
+    assert [r.text.split("|")[9] for r in twin.received()] == ["P2-A", "P2-A", "P2-B"]
+    assert twin.accepted_ids() == ["P2-A", "P2-B"]
+
+
 def test_connection_is_reused(twin: HisTwin) -> None:
     messages = [outbound(adt(f"R{n}").encode(), f"R{n}") for n in range(3)]
     results = run(send_and_close(mllp(twin.port), *messages))

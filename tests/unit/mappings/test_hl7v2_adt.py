@@ -12,7 +12,8 @@ import hl7
 import pytest
 from hl7apy.parser import parse_message as hl7apy_parse
 
-from hub.hl7v2.er7 import Message, decode, parse_message
+from hub.hl7v2.er7 import Message, decode, parse_message, split_messages
+from hub.ids import sibling_id
 from hub.registry import lookup
 from hub.validate import validate_bytes
 from mappings.base import MappingContext, MappingError, NothingToSend
@@ -301,3 +302,51 @@ def test_deterministic_and_ignores_later_history() -> None:
     with_later = MappingContext("M", ctx.created_at, "his", {}, tuple(later))
     assert hl7v2_adt(events[8], ctx).body == hl7v2_adt(events[8], ctx).body
     assert hl7v2_adt(events[8], ctx).body == hl7v2_adt(events[8], with_later).body
+
+
+def birth_messages(events: list[dict[str, Any]], **options: Any) -> list[Message]:
+    """Every ADT message the last event gives, parsed."""
+    ctx = MappingContext(
+        message_id="06H1A2B3C4D5E6F7G8H9",
+        created_at=dt.datetime(2026, 11, 25, 3, 0, tzinfo=dt.UTC),
+        destination="his",
+        options=options,
+        incident_events=tuple(events),
+    )
+    body = hl7v2_adt(events[-1], ctx).body
+    return [parse_message(part.decode()) for part in split_messages(body)]
+
+
+def test_an_incident_wide_event_registers_every_patient_each_with_its_own_visit() -> None:
+    """The precipitous birth: the destination makes both mother and newborn known at the
+    HIS, each with its own visit number and MSH-10 (the newborn used to be left out)."""
+    events = scenario_events("precipitous-birth-tianjin")
+    destination = next(i for i, e in enumerate(events) if e["type"] == "destination.assigned")
+    mother, newborn = birth_messages(events[: destination + 1])
+    incident = events[0]["incident_id"]
+    assert [m.header.message_type for m in (mother, newborn)] == ["ADT^A04", "ADT^A04"]
+    assert mother.get("PID-3[2].1") == "PAT-TJ-0522-M"
+    assert newborn.get("PID-3.1") == "TMP-TJ-0522-B"
+    assert (mother.get("PV1-19"), newborn.get("PV1-19")) == (incident, f"{incident}-2")
+    assert mother.get("MSH-10") == "06H1A2B3C4D5E6F7G8H9"
+    assert newborn.get("MSH-10") == sibling_id("06H1A2B3C4D5E6F7G8H9", 1)
+    for message in (mother, newborn):
+        hl7.parse(message_text(message))
+
+
+def test_cancelling_or_redirecting_an_incident_cancels_every_registration() -> None:
+    events = scenario_events("precipitous-birth-tianjin")
+    cancelled = copy.deepcopy(events)
+    extra(cancelled, "incident.cancelled", {"at": AT, "reason": "转院"}, 960)
+    cancels = birth_messages(cancelled)
+    assert [m.header.message_type for m in cancels] == ["ADT^A11", "ADT^A11"]
+    assert [m.get("PV1-19").rsplit("-", 1)[-1] for m in cancels] == ["0522", "2"]
+    redirected = copy.deepcopy(events)
+    extra(redirected, "destination.assigned", {"hospital_code": "H999"}, 961)
+    moved = birth_messages(redirected, hospital_code="H120111001")
+    assert [m.header.message_type for m in moved] == ["ADT^A11", "ADT^A11"]
+    assert {m.get("ZPH-14") for m in moved} == {"redirected to H999"}
+
+
+def message_text(message: Message) -> str:
+    return "\r".join("|".join(seg.raw(i) for i in range(len(seg) + 1)) for seg in message)
