@@ -3,8 +3,13 @@
 ``vitals.recorded``: one OBR (LOINC 85353-1 vital signs panel) per sample, one numeric
 OBX per measurement (LOINC, and the WS 363 data-element code as the alternate coding
 where one exists; UCUM units). ``ecg.acquired``: one OBR (LOINC 34534-8 12 lead EKG
-panel) with the interpretation (TX), the STEMI flag (CWE, Y/N) and the rendered document
-(ED when inline, RP when it is a URL). Other events: :class:`NothingToSend`.
+panel) with the interpretation (TX), the STEMI flag (CWE, Y/N), the rendered document
+(ED when inline, RP when it is a URL) and, per lead, the waveform as HL7 v2 waveform
+results (chapter 7): a CD OBX defining the channel (number and lead name, sensitivity
+in the waveform's unit per count, baseline when the origin is not 0, sampling
+frequency) and an NA OBX with the raw integer samples, both coded with the lead's
+IEEE 11073 MDC code and sharing the channel number as OBX-4 sub-ID. Other
+events: :class:`NothingToSend`.
 """
 
 from __future__ import annotations
@@ -93,11 +98,13 @@ def _obx(
     unit: FieldValue,
     at: str | None,
     device: str | None,
+    sub_id: str | None = None,
 ) -> None:
     fields: list[FieldValue] = [None] * 18
     fields[0] = str(set_id)
     fields[1] = value_type
     fields[2] = code
+    fields[3] = sub_id  # OBX-4: the channel of a waveform
     fields[4] = value
     fields[5] = unit
     fields[10] = "F"  # OBX-11
@@ -138,6 +145,26 @@ def _ecg(builder: MessageBuilder, ecg: Ecg) -> None:
         value_type, value = _document(ecg.document)
         code = [ECG_STUDY_LOINC, "EKG study", "LN"]
         _obx(builder, set_id, value_type, code, value, None, at, ecg.device_id)
+    for channel, waveform in enumerate(ecg.waveforms, start=1):
+        lead = waveform.lead.value
+        code = [builder.tables.require("ecg_lead_mdc", lead), f"MDC_ECG_LEAD_{lead}", "MDC"]
+        unit = [waveform.unit, waveform.unit, "UCUM"]
+        # CD: channel number & name, (source), sensitivity & units, calibration, rate.
+        # The NA samples are the raw integers: physical = sensitivity x (sample - baseline)
+        # (HL7 v2 7.14), i.e. the model's origin + factor x sample, without rounding.
+        baseline = None if waveform.origin == 0 else number(-waveform.origin / waveform.factor)
+        definition: list[Component] = [
+            [str(channel), lead],
+            None,
+            [number(waveform.factor), *unit],
+            ["1", baseline] if baseline is not None else None,
+            number(waveform.sample_rate_hz),
+        ]
+        values = [str(v) for v in waveform.data]
+        set_id += 1
+        _obx(builder, set_id, "CD", code, definition, None, at, ecg.device_id, str(channel))
+        set_id += 1
+        _obx(builder, set_id, "NA", code, values, unit, at, ecg.device_id, str(channel))
 
 
 def _document(document: DocumentRef) -> tuple[str, FieldValue]:

@@ -102,6 +102,37 @@ def test_ecg_interpretation_stemi_flag_and_document() -> None:
         assert validate_bytes(body) == ("er7", [])
 
 
+def test_ecg_waveforms_as_channel_definitions_and_numeric_arrays() -> None:
+    events = json.loads(json.dumps(stemi()))
+    number = next(i for i, e in enumerate(events, 1) if e["type"] == "ecg.acquired")
+    waveforms = events[number - 1]["data"]["waveforms"]
+    waveforms[0]["origin"] = -50.0  # a baseline, so the calibration component is written
+    message = oru(events, number)
+    pairs = [obx for obx in message.all("OBX") if obx.get(2) in ("CD", "NA")]
+    assert [obx.get(2) for obx in pairs] == ["CD", "NA"] * len(waveforms)
+    for channel, (cd, na, wave) in enumerate(zip(pairs[::2], pairs[1::2], waveforms), 1):
+        assert cd.get(3, 2) == na.get(3, 2) == f"MDC_ECG_LEAD_{wave['lead']}"
+        assert cd.get(3, 3) == "MDC" and cd.get(4) == na.get(4) == str(channel)
+        assert (cd.get(5, 1, 1), cd.get(5, 1, 2)) == (str(channel), wave["lead"])
+        sensitivity, unit = cd.get(5, 3, 1), cd.get(5, 3, 2)
+        assert float(cd.get(5, 5)) == wave["sample_rate_hz"] and unit == "uV"
+        baseline = float(cd.get(5, 4, 2) or 0.0)
+        samples = [int(v) for v in na.raw(5).split("^")]
+        assert samples == wave["data"]
+        physical = [float(sensitivity) * (v - baseline) for v in samples]
+        expected = [wave.get("origin", 0.0) + wave.get("factor", 1.0) * v for v in wave["data"]]
+        assert physical == pytest.approx(expected)
+        assert (na.get(6, 1), na.get(6, 3)) == ("uV", "UCUM")
+    body = oru_body(events, number)
+    hl7apy_parse(body.decode(), find_groups=True)
+    assert str(hl7.parse(body.decode()).segments("OBX")[4][5][0][0]) == str(waveforms[0]["data"][0])
+    assert validate_bytes(body) == ("er7", [])
+    no_channel = body.replace(
+        b"|NA|131330^MDC_ECG_LEAD_II^MDC|1|", b"|NA|131330^MDC_ECG_LEAD_II^MDC||"
+    )
+    assert any(p.path.endswith("-4") for p in validate_bytes(no_channel)[1])
+
+
 def test_other_events_and_other_hospitals_are_skipped() -> None:
     events = stemi()
     with pytest.raises(NothingToSend, match="not a result"):
