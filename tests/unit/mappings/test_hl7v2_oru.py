@@ -110,7 +110,8 @@ def test_ecg_waveforms_as_channel_definitions_and_numeric_arrays() -> None:
     message = oru(events, number)
     pairs = [obx for obx in message.all("OBX") if obx.get(2) in ("CD", "NA")]
     assert [obx.get(2) for obx in pairs] == ["CD", "NA"] * len(waveforms)
-    for channel, (cd, na, wave) in enumerate(zip(pairs[::2], pairs[1::2], waveforms), 1):
+    channels = zip(pairs[::2], pairs[1::2], waveforms, strict=True)
+    for channel, (cd, na, wave) in enumerate(channels, 1):
         assert cd.get(3, 2) == na.get(3, 2) == f"MDC_ECG_LEAD_{wave['lead']}"
         assert cd.get(3, 3) == "MDC" and cd.get(4) == na.get(4) == str(channel)
         assert (cd.get(5, 1, 1), cd.get(5, 1, 2)) == (str(channel), wave["lead"])
