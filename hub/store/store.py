@@ -70,8 +70,11 @@ UPDATE deliveries SET status = 'in_flight', lease_until = ?, claimed_by = ?, upd
 WHERE id IN ({claim})
 RETURNING id, message_id, event_id, incident_id, correlation_id, event_type, route, mapping,
   destination, ordering_key, attempts, created_at, payload, content_type,
-  (SELECT {body} FROM events b WHERE b.event_id = deliveries.event_id)
+  (SELECT {body} FROM events b WHERE b.event_id = CAST(deliveries.event_id AS TEXT))
 """
+# The CAST is for SQLite (3.40): a RETURNING column compared bare made it scan every event
+# for every claimed row (a claim cost 0.4 ms at 6,000 events, growing), whereas the CAST
+# lets it probe the primary key; PostgreSQL plans both the same.
 _FINISH = """
 UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = ?, updated_at = ?,
   delivered_at = ?, last_error = ?, lease_until = NULL

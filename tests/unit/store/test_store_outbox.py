@@ -224,3 +224,23 @@ def test_queue_stats_and_status_counts(store: Store, records: Records) -> None:
     store.finish([finished(ids[("e1", "cpc")], "w1", DEAD)])
     assert store.status_counts() == {"pending": 3, "dead": 1}
     assert [s.destination for s in store.queue_stats()] == ["his"]
+
+
+def test_sqlite_claims_probe_indexes_and_never_scan_a_table(store: Store) -> None:
+    """A claim must cost the same however many events and deliveries the file holds:
+    every step of its plan is an index search. (A bare RETURNING correlation once made
+    SQLite scan the whole events table for each claimed row.)"""
+    if not store.sqlite:
+        pytest.skip("SQLite's plan; PostgreSQL's is pinned by the two-worker test")
+    raw = store.engine.raw_connection()
+    try:
+        for only_one_destination, sql in store._claim_sql.items():
+            params: list[object] = [1.0, "w", 1.0, 1.0, 1.0]
+            if only_one_destination:
+                params.append("his")
+            plan = raw.execute(f"EXPLAIN QUERY PLAN {sql}", [*params, 10]).fetchall()
+            steps = [row[3] for row in plan]
+            assert not [s for s in steps if s.startswith("SCAN")], steps
+            assert any(s.startswith("SEARCH b USING INDEX") for s in steps), steps
+    finally:
+        raw.close()
