@@ -7,6 +7,10 @@ The inbound converter (HL7 v2 ORU^R01 / ADT^A04 bytes → canonical event dicts,
 listener's per-message work before the store) is measured too, with and without the
 pydantic validation the ingestor applies.
 
+Most cases map the same event again and again, as a retry does, so the incident memo
+(mappings/incident.py) answers from its last fold; the "next event of an N-event
+incident" cases map a new event each call, as a live monitor stream does.
+
 Each case runs for about ``--seconds`` (default 1) after a short warm-up; the table
 shows the rate, the mean and the p99 of single calls. JSON goes to
 ``benchmarks/results/mappings.json``.
@@ -107,6 +111,27 @@ def cases() -> list[Case]:
 
         return one
 
+    def growing(history: int) -> Callable[[], object]:
+        """Each call maps the next new vitals event of one incident that already holds
+        ``history`` events, as a monitor's stream does: the incident memo extends its
+        fold by one event. Every 100 calls the incident starts over at ``history``
+        (one fold from scratch), so the figure includes that cost too."""
+        base = events[: vitals + 1]
+        stream = []
+        for n in range(history + 100):
+            event = dict(events[vitals])
+            event["event_id"] = f"EVT-GROW-{n:06d}"
+            stream.append(event)
+        position = [history]
+
+        def one() -> object:
+            n = position[0]
+            position[0] = n + 1 if n + 1 < len(stream) else history
+            history_now = base + stream[: n + 1]
+            return oru(stream[n], _context(history_now, len(history_now) - 1))
+
+        return one
+
     return [
         ("canonical-json (vitals.recorded)", run(canonical, vitals)),
         ("fhir-r4-transaction, validate (vitals)", run(fhir, vitals)),
@@ -119,6 +144,8 @@ def cases() -> list[Case]:
             run(adt, registered, trigger="A04", hospital_code=EXAMPLE_HOSPITAL_CODE),
         ),
         ("hl7v2-oru vitals (vitals.recorded)", run(oru, vitals)),
+        ("hl7v2-oru vitals, next event of a 100-event incident", growing(100)),
+        ("hl7v2-oru vitals, next event of a 1,000-event incident", growing(1000)),
         ("hl7v2-oru ECG (ecg.acquired)", run(oru, ecg)),
         ("inbound ORU^R01 → canonical (convert)", inbound(oru_bytes, False)),
         ("inbound ORU^R01 → canonical + validate", inbound(oru_bytes, True)),
