@@ -78,15 +78,9 @@ class WorkerProcesses:
         self._children: dict[int, _Child] = {}
         self._delays: dict[int, float] = {}
         self._supervisor: asyncio.Task[None] | None = None
-        self._stopping = False
-
-    @property
-    def names(self) -> list[str]:
-        return [child.name for child in self._children.values()]
 
     async def start(self) -> None:
         """Start every child and wait until each has reported ready; raise if one fails."""
-        self._stopping = False
         for index in range(self.count):
             self._children[index] = await self._spawn(index)
         try:
@@ -117,7 +111,6 @@ class WorkerProcesses:
 
     async def stop(self) -> None:
         """SIGTERM every child (each drains what it holds), then wait ``grace`` seconds."""
-        self._stopping = True
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
