@@ -26,15 +26,23 @@ __all__ = ["load_config", "main", "serve"]
 DEFAULT_CONFIG = "hub.yaml"
 
 
+def config_file(path: str | None) -> Path | None:
+    """The hub.yaml to read: ``path``, $HUB_CONFIG or ./hub.yaml; None if none exists."""
+    chosen = path or os.environ.get("HUB_CONFIG")
+    if chosen is None:
+        return Path(DEFAULT_CONFIG).resolve() if Path(DEFAULT_CONFIG).exists() else None
+    return Path(chosen).resolve()
+
+
 def load_config(path: str | None) -> Any:
-    """The plan from ``path``, $HUB_CONFIG or ./hub.yaml; an empty plan if none exists."""
+    """The plan from :func:`config_file`; the built-in defaults if there is none."""
     from hub.config.plan import ConfigError, load_plan, plan_from_mapping
 
-    chosen = path or os.environ.get("HUB_CONFIG")
+    chosen = config_file(path)
     try:
-        if chosen is None and not Path(DEFAULT_CONFIG).exists():
+        if chosen is None:
             return plan_from_mapping({}, source="(built-in defaults)")
-        return load_plan(chosen or DEFAULT_CONFIG)
+        return load_plan(chosen)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         raise SystemExit(2) from None
@@ -77,11 +85,8 @@ def serve(
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    chosen = args.config or os.environ.get("HUB_CONFIG")
-    if chosen is None and Path(DEFAULT_CONFIG).exists():
-        chosen = DEFAULT_CONFIG
     plan = load_config(args.config)
-    path = Path(chosen).resolve() if chosen is not None else None
+    path = config_file(args.config)
     serve(plan, host=args.host, port=args.port, worker=not args.no_worker, config_file=path)
     return 0
 
