@@ -8,6 +8,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from hub.store.writelock import WriteLock
 
 HOLDER = """
@@ -47,8 +49,10 @@ def test_a_writer_in_another_process_waits_for_the_holder(tmp_path: Path) -> Non
     assert lock.path == tmp_path / "hub.db-hub.lock"
 
 
-def test_threads_of_one_process_take_turns(tmp_path: Path) -> None:
-    lock = WriteLock(tmp_path / "hub.db")
+@pytest.mark.parametrize("on_disk", [True, False], ids=["file", "in-memory"])
+def test_threads_of_one_process_take_turns(tmp_path: Path, on_disk: bool) -> None:
+    lock = WriteLock(tmp_path / "hub.db" if on_disk else None)
+    assert (lock.path is not None) == on_disk
     inside = 0
     most = 0
     guard = threading.Lock()
@@ -71,11 +75,3 @@ def test_threads_of_one_process_take_turns(tmp_path: Path) -> None:
         t.join()
     lock.close()
     assert most == 1
-
-
-def test_in_memory_databases_lock_threads_only(tmp_path: Path) -> None:
-    lock = WriteLock(None)
-    with lock:
-        pass
-    assert lock.path is None
-    assert not list(tmp_path.iterdir())
