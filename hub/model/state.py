@@ -192,9 +192,6 @@ class _Builder:
     def _resolve(self, patient_id: str) -> str:
         return resolve_patient_id(self.links, patient_id)
 
-    def _root(self, patient_id: str) -> str:
-        return root_patient_id(self.links, patient_id)
-
     def _owned(self, record: _Owned) -> _Owned:
         """record carrying the current id of its patient."""
         current = self._resolve(record.patient_id)
@@ -213,7 +210,7 @@ class _Builder:
             self.handovers[handover.patient_id] = handover
 
     def _identify(self, patient: Patient) -> None:
-        root = self._root(patient.supersedes or patient.patient_id)
+        root = root_patient_id(self.links, patient.supersedes or patient.patient_id)
         if root not in self.patient_order:
             self.patient_order.append(root)
         if patient.supersedes is not None:
