@@ -55,12 +55,8 @@ def events_through(
 
 def parse_incident(dicts: Sequence[Mapping[str, Any]]) -> list[Event]:
     """The events as canonical records; MappingError if any does not validate."""
-    return _parse(orjson.dumps(list(dicts)))
-
-
-def _parse(text: bytes) -> list[Event]:
     try:
-        return parse_events(text)
+        return parse_events(orjson.dumps(list(dicts)))
     except EventValidationError as exc:
         raise MappingError(f"the incident's events do not validate: {exc}") from None
 
@@ -69,7 +65,7 @@ T = TypeVar("T")
 
 
 class _Entry(NamedTuple):
-    text: bytes  # the events reduced, as one JSON array
+    events: tuple[Mapping[str, Any], ...]  # held, so an identity seen again is this one
     value: Any
     last: Event
 
@@ -79,10 +75,11 @@ class IncidentMemo(Generic[T]):
 
     ``reduce`` gives ``step(start(), events)``, and ``step(step(v, a), b)`` must equal
     ``step(v, a + b)``: when the events begin with those of the previous call for the same
-    incident (and ``key``), only the new ones are parsed and applied. Histories are
-    compared as JSON text, so a changed, reordered or shorter history (a resend of an
-    older event) is folded from scratch, never served from a stale entry. ``step`` must
-    not mutate its input: the remembered value is reused.
+    incident (and ``key``), only the new ones are parsed and applied. An event matches
+    when it is the same object (the store hands out one dict per event id) or has the
+    same JSON text, so a changed, reordered or shorter history (a resend of an older
+    event) is folded from scratch, never served from a stale entry. ``step`` must not
+    mutate its input: the remembered value is reused.
     """
 
     def __init__(
@@ -101,26 +98,31 @@ class IncidentMemo(Generic[T]):
         """The reduced value and the last event, parsed; MappingError if one is invalid."""
         if not dicts:
             raise MappingError("an incident needs at least one event")
-        text = orjson.dumps(list(dicts))
         ident = (str(dicts[-1].get("incident_id")), key)
         with self._lock:
             entry = self._entries.get(ident)
-        if entry is not None and text == entry.text:
-            return entry.value, entry.last
-        cut = len(entry.text) - 1 if entry is not None else 0
-        if entry is not None and text[cut : cut + 1] == b"," and text.startswith(entry.text[:-1]):
+        if entry is not None and _extends(entry.events, dicts):
+            if len(dicts) == len(entry.events):
+                return entry.value, entry.last
             value: T = entry.value
-            new = _parse(b"[" + text[cut + 1 :])
+            new = parse_incident(dicts[len(entry.events) :])
         else:
             value = self._start()
-            new = _parse(text)
+            new = parse_incident(dicts)
         value = self._step(value, new)
         with self._lock:
-            self._entries[ident] = _Entry(text, value, new[-1])
+            self._entries[ident] = _Entry(tuple(dicts), value, new[-1])
             self._entries.move_to_end(ident)
             while len(self._entries) > self._size:
                 self._entries.popitem(last=False)
         return value, new[-1]
+
+
+def _extends(known: Sequence[Mapping[str, Any]], dicts: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether ``dicts`` begins with ``known``, event by event."""
+    return len(dicts) >= len(known) and all(
+        a is b or orjson.dumps(a) == orjson.dumps(b) for a, b in zip(known, dicts, strict=False)
+    )
 
 
 _FOLDS: IncidentMemo[IncidentState] = IncidentMemo(

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ import orjson
 from sqlalchemy import Connection, Engine, func, insert, select, text, update
 from sqlalchemy.engine import make_url
 
+from hub.store.bodies import BodyCache
 from hub.store.database import READ_ONLY, SqliteSync, is_sqlite, make_engine, upgrade
 from hub.store.driver import Cursor, Driver
 from hub.store.records import (
@@ -98,10 +97,11 @@ INSERT INTO deliveries (message_id, event_id, inbound_id, incident_id, correlati
   event_type, route, mapping, destination, ordering_key, status, attempts, created_at,
   updated_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)
 """
-_INCIDENT_EVENTS = """
-SELECT event_id, {body} FROM events WHERE incident_id = ? AND received_at <= ?
+_INCIDENT_EVENT_IDS = """
+SELECT event_id FROM events WHERE incident_id = ? AND received_at <= ?
 ORDER BY occurred_at, received_at
 """
+_EVENT_BODIES = "SELECT event_id, {body} FROM events WHERE event_id IN ({{marks}})"
 
 
 class ResendError(ValueError):
@@ -159,11 +159,9 @@ class Store:
             )
             for only in (False, True)
         }
-        self._bodies: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._bodies_lock = threading.Lock()
-        self._incident_sql = self._driver.sql(
-            _INCIDENT_EVENTS.format(body="body" if self.sqlite else "body::text")
-        )
+        self._bodies = BodyCache(_BODY_CACHE)
+        self._incident_sql = self._driver.sql(_INCIDENT_EVENT_IDS)
+        self._bodies_sql = _EVENT_BODIES.format(body="body" if self.sqlite else "body::text")
         # SQLite allows one writer: the group-commit writer, a worker's claim and finish
         # (in this process or a worker process) take turns here (see writelock).
         self._write_lock = WriteLock(_database_path(url)) if self.sqlite else None
@@ -413,7 +411,7 @@ class Store:
         with self._bookkeeping_driver.transaction(lock=self._write_lock) as cursor:
             cursor.execute(self._claim_sql[destination is not None], params)
             rows = sorted(cursor.fetchall(), key=lambda r: int(r[0]))
-        return [_claimed(r) for r in rows]
+        return [_claimed(r, self._bodies) for r in rows]
 
     def finish(self, results: Sequence[Finished]) -> None:
         """Record attempts and move their deliveries on, in one transaction.
@@ -498,27 +496,21 @@ class Store:
     def incident_events(self, incident_id: str, *, until: float) -> list[dict[str, Any]]:
         """Bodies of an incident's events received up to ``until``, for stateful mappings.
 
-        The dicts are shared with later calls: read them, never change them. An event's
-        body never changes once stored, so each is decoded once (while it stays among the
-        ``_BODY_CACHE`` most recently read): a long incident costs a delivery one row per
-        event, not one JSON decode per event.
+        The dicts are shared with later calls (see bodies): read them, never change
+        them. Only the bodies not held are read and decoded, so a long incident costs a
+        delivery one event id per event.
         """
         with self._driver.transaction(read_only=True) as cursor:
             cursor.execute(self._incident_sql, (incident_id, until))
-            rows = cursor.fetchall()
-        bodies = self._bodies
-        out = []
-        with self._bodies_lock:
-            for event_id, text in rows:
-                body = bodies.get(event_id)
-                if body is None:
-                    body = bodies[event_id] = orjson.loads(text)
-                    if len(bodies) > _BODY_CACHE:
-                        bodies.popitem(last=False)
-                else:
-                    bodies.move_to_end(event_id)
-                out.append(body)
-        return out
+            ids = [row[0] for row in cursor.fetchall()]
+            held = self._bodies.held(ids)
+            missing = [i for i in ids if i not in held]
+            texts: dict[str, str] = {}
+            for chunk in _chunks(missing, 500):
+                marks = ", ".join("?" * len(chunk))
+                cursor.execute(self._driver.sql(self._bodies_sql.format(marks=marks)), chunk)
+                texts.update(cursor.fetchall())
+        return self._bodies.in_order(ids, held, texts)
 
     # ---------------------------------------------------------------- browse
 
@@ -689,14 +681,15 @@ _BODY_CACHE = 8192  # decoded event bodies kept for incident histories (~2 KB ea
 _CLAIMED_FIELDS = tuple(f.name for f in dataclasses.fields(Claimed))[:12]
 
 
-def _claimed(row: Sequence[Any]) -> Claimed:
+def _claimed(row: Sequence[Any], bodies: BodyCache) -> Claimed:
     """A claim's RETURNING row: Claimed's fields in order, then the event body."""
+    fields = dict(zip(_CLAIMED_FIELDS, row, strict=False))
     payload, content_type, body = row[12:15]
     return Claimed(
-        **dict(zip(_CLAIMED_FIELDS, row, strict=False)),
+        **fields,
         payload=None if payload is None else bytes(payload),
         content_type=content_type,
-        event=orjson.loads(body) if payload is None else None,
+        event=bodies.decoded(fields["event_id"], body) if payload is None else None,
     )
 
 

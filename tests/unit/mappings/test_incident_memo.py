@@ -71,6 +71,8 @@ def test_a_rewritten_history_is_folded_again_not_served_stale() -> None:
     events = copy.deepcopy(INCIDENTS["example"])
     vitals = next(i for i, e in enumerate(events) if e["type"] == "vitals.recorded")
     before, _ = fold_through(events[: vitals + 1])
+    # Another body under the same event id (stored dicts are never changed in place).
+    events[vitals] = copy.deepcopy(events[vitals])
     events[vitals]["data"]["samples"][0]["heart_rate"] = 131
     after, _ = fold_through(events[: vitals + 2])
     patient = events[vitals]["data"]["patient_id"]

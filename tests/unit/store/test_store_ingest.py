@@ -161,3 +161,18 @@ def test_incident_events_in_order_of_occurrence_up_to_a_time(
     bodies = store.incident_events("INC-1", until=after.received_at)
     assert [b["event_id"] for b in bodies] == ["after", "early", "late"]
     assert orjson.loads(orjson.dumps(bodies[1])) == early.body
+
+
+def test_a_claim_and_the_histories_share_one_decoded_body_per_event(
+    store: Store, records: Records
+) -> None:
+    first = records.event("first", occurred_at=100.0)
+    second = records.event("second", occurred_at=200.0)
+    store.ingest([records.job(first, second)])
+    [claimed] = store.claim("w1", limit=1, lease_seconds=30, destination="his")
+    history = store.incident_events("INC-1", until=records.tick())
+    again = store.incident_events("INC-1", until=records.tick())
+    assert [b["event_id"] for b in history] == ["first", "second"]
+    assert claimed.event is history[0]
+    assert all(a is b for a, b in zip(history, again, strict=True))
+    assert history[1] == orjson.loads(orjson.dumps(second.body))
