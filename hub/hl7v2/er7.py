@@ -560,9 +560,23 @@ class Segment:
         rep: int = 1,
     ) -> str:
         """Unescaped text of one element; a field with components gives its first one."""
-        if self.name == "MSH" and field <= 2:
-            return self.raw(field)
-        return _element(self.raw(field), self.separators, rep, component, subcomponent, self._codec)
+        fields = self._fields
+        if field >= len(fields):
+            return ""
+        value = fields[field]
+        if field <= 2 and self.name == "MSH":
+            return value
+        seps = self.separators
+        # The common case, a plain value, costs four substring tests and no split.
+        if rep != 1 or seps.repetition in value:
+            value = _pick(value, seps.repetition, rep)
+        if (component is not None and component != 1) or seps.component in value:
+            value = _pick(value, seps.component, component or 1)
+        if (subcomponent is not None and subcomponent != 1) or seps.subcomponent in value:
+            value = _pick(value, seps.subcomponent, subcomponent or 1)
+        if seps.escape in value:
+            return unescape(value, seps, self._codec)
+        return value
 
     def repetitions(self, field: int) -> int:
         """How many repetitions field ``field`` holds (0 when empty)."""
@@ -575,12 +589,13 @@ class Segment:
 class Message:
     """A parsed message: segments in order, with path access (see the module docstring)."""
 
-    __slots__ = ("charset", "segments", "separators")
+    __slots__ = ("_header", "charset", "segments", "separators")
 
     def __init__(self, segments: list[Segment], separators: Separators, charset: str) -> None:
         self.segments = segments
         self.separators = separators
         self.charset = charset
+        self._header: MshHeader | None = None
 
     def __iter__(self) -> Iterator[Segment]:
         return iter(self.segments)
@@ -590,8 +605,12 @@ class Message:
 
     @property
     def header(self) -> MshHeader:
-        msh = self.segments[0]
-        return MshHeader(self.separators, tuple(msh.raw(i) for i in range(len(msh) + 1)))
+        if self._header is None:
+            msh = self.segments[0]
+            self._header = MshHeader(
+                self.separators, tuple(msh.raw(i) for i in range(len(msh) + 1))
+            )
+        return self._header
 
     def segment(self, name: str, occurrence: int = 1) -> Segment | None:
         """The ``occurrence``-th segment named ``name`` (1-based), or None."""
@@ -674,8 +693,14 @@ _TS = re.compile(
 def parse_ts(value: str, default_tz: tzinfo = UTC) -> datetime:
     """An HL7 DTM/TS (``YYYY[MM[DD[HH[MM[SS[.S…]]]]]][+/-ZZZZ]``) as an aware datetime.
 
-    A value without an offset is taken in ``default_tz``. Raises ValueError.
+    A value without an offset is taken in ``default_tz``. Raises ValueError. Remembered,
+    because a message repeats its times (every OBX-14 of one sample).
     """
+    return _parse_ts(value, default_tz)
+
+
+@lru_cache(maxsize=4096)
+def _parse_ts(value: str, default_tz: tzinfo) -> datetime:
     m = _TS.match(value.strip().split("^", 1)[0])
     if m is None:
         raise ValueError(f"not an HL7 date/time: {value!r}")

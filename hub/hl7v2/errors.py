@@ -6,8 +6,8 @@ the location of the offending element, so a NAK can tell the sender what to fix.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 __all__ = ["ErrorCode", "ErrorLocation", "Hl7Error"]
 
@@ -52,9 +52,12 @@ _TEXTS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class ErrorLocation:
-    """ERR-2 (data type ERL): segment id, segment sequence, field position and below."""
+class ErrorLocation(NamedTuple):
+    """ERR-2 (data type ERL): segment id, segment sequence, field position and below.
+
+    A tuple: the inbound converter records one per field it reads, before knowing
+    whether any will be reported.
+    """
 
     segment: str
     sequence: int = 1

@@ -8,11 +8,13 @@ id from ``ctx.message_id``, and the ER7 text is written with the fast
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hub.hl7v2.er7 import (
@@ -97,7 +99,7 @@ class Hl7v2Options(BaseModel):
             raise ValueError("expected an offset like +08:00")
         return value
 
-    @property
+    @functools.cached_property
     def tzinfo(self) -> dt.timezone:
         sign = -1 if self.timezone[0] == "-" else 1
         hours, minutes = int(self.timezone[1:3]), int(self.timezone[4:6])
@@ -105,9 +107,18 @@ class Hl7v2Options(BaseModel):
 
 
 def parse_options(options: Mapping[str, Any]) -> Hl7v2Options:
-    """The validated options; a bad option is a MappingError (the route is misconfigured)."""
+    """The validated options; a bad option is a MappingError (the route is misconfigured).
+
+    A route's options are the same on every delivery, so each distinct set is validated
+    once (the model is frozen and shared).
+    """
+    return _options(orjson.dumps(options, option=orjson.OPT_SORT_KEYS))
+
+
+@functools.lru_cache(maxsize=256)
+def _options(text: bytes) -> Hl7v2Options:
     try:
-        return Hl7v2Options.model_validate(dict(options))
+        return Hl7v2Options.model_validate_json(text)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}"

@@ -391,3 +391,27 @@ def _hl7apy_er7(element: Any) -> str:
 def test_default_separators() -> None:
     assert DEFAULT_SEPARATORS.encoding_characters == "^~\\&"
     assert Separators("|", "^", "~", "\\", "&", "#").encoding_characters == "^~\\&#"
+
+
+def _element_by_splitting(field: str, rep: int, comp: int, sub: int) -> str:
+    """What an element is, by the standard's nesting: repetitions, components, subcomponents."""
+    for sep, index in (("~", rep), ("^", comp), ("&", sub)):
+        parts = field.split(sep)
+        field = parts[index - 1] if index <= len(parts) else ""
+    return unescape(field)
+
+
+@given(
+    field=st.text(alphabet="ab中~^&\\FS", max_size=14),
+    rep=st.integers(1, 3),
+    comp=st.integers(1, 3),
+    sub=st.integers(1, 3),
+)
+def test_segment_get_reads_each_element_as_its_nesting_says(
+    field: str, rep: int, comp: int, sub: int
+) -> None:
+    message = parse_message(f"MSH|^~\\&|A\rZZZ|{field}\r")
+    segment = message.segments[1]
+    assert segment.get(1, comp, sub, rep=rep) == _element_by_splitting(field, rep, comp, sub)
+    assert segment.get(1) == _element_by_splitting(field, 1, 1, 1)
+    assert segment.get(2, comp) == ""
