@@ -219,43 +219,56 @@ class Phase:
     connections: int
     messages: int
     accepted_per_s: float
-    end_to_end_per_s: float
+    end_to_end_per_s: float | None  # None when receiving only
     accept_seconds: float
-    end_to_end_seconds: float
+    end_to_end_seconds: float | None
     hub_cpu_ms_per_message: float
     send_to_ack: dict[str, float] = field(default_factory=dict)
 
 
 def _phase(
-    hub: HubProcess, twin: Twin, mllp_port: int, prefix: str, count: int, connections: int
+    hub: HubProcess,
+    twin: Twin,
+    mllp_port: int,
+    prefix: str,
+    count: int,
+    connections: int,
+    receive_only: bool,
 ) -> Phase:
     blocks = messages(prefix, count)
     base = twin.count()
     cpu = cpu_seconds(hub.pid)
     t0 = time.time()
     last_ack, latencies = asyncio.run(_send_all("127.0.0.1", mllp_port, blocks, connections))
-    _wait_delivered(hub, twin, base + count)
-    done = twin.last()
+    done = None
+    if not receive_only:
+        _wait_delivered(hub, twin, base + count)
+        done = twin.last()
     cpu = cpu_seconds(hub.pid) - cpu
     return Phase(
         connections=connections,
         messages=count,
         accepted_per_s=round(count / (last_ack - t0), 1),
-        end_to_end_per_s=round(count / (done - t0), 1),
+        end_to_end_per_s=None if done is None else round(count / (done - t0), 1),
         accept_seconds=round(last_ack - t0, 3),
-        end_to_end_seconds=round(done - t0, 3),
+        end_to_end_seconds=None if done is None else round(done - t0, 3),
         hub_cpu_ms_per_message=round(cpu / count * 1000, 3),
         send_to_ack=summary_ms(latencies, digits=3),
     )
 
 
 def _config(
-    database_url: str, sync: str, mllp_port: int, twin: Twin, his_links: int, processes: int
+    database_url: str,
+    sync: str,
+    mllp_port: int,
+    twin: Twin,
+    args: argparse.Namespace,
 ) -> Any:
+    his_links = args.his_connections
     return {
         "database_url": database_url,
         "database_sync": sync,
-        "worker": {"processes": processes},
+        "worker": {"processes": args.worker_processes},
         "listeners": {"monitors": {"type": "mllp", "host": "127.0.0.1", "port": mllp_port}},
         "destinations": {
             "his": {
@@ -264,6 +277,9 @@ def _config(
                 "port": twin.port,
                 "connections": his_links,
                 "max_in_flight": max(16, his_links),
+                # Receiving only: the route matches, but the disabled destination gets
+                # no deliveries, so the figures are the receiving path's alone.
+                "enabled": not args.receive_only,
             }
         },
         "routes": [
@@ -287,27 +303,34 @@ def run_one(
         mllp_port = free_port()
         config = write_config(
             workdir,
-            _config(
-                database_url, sync, mllp_port, twin, args.his_connections, args.worker_processes
-            ),
+            _config(database_url, sync, mllp_port, twin, args),
         )
         with start_hub(config) as hub:
             try:
                 warm = messages("W", 200)
                 base = twin.count()
                 asyncio.run(_send_all("127.0.0.1", mllp_port, warm, 2))
-                _wait_delivered(hub, twin, base + len(warm))
+                if not args.receive_only:
+                    _wait_delivered(hub, twin, base + len(warm))
                 for n, connections in enumerate(args.connections):
                     out = profile and profile / f"{label}-{connections}.txt"
                     with profiled(hub, out):
-                        phase = _phase(hub, twin, mllp_port, f"P{n}", args.messages, connections)
+                        phase = _phase(
+                            hub,
+                            twin,
+                            mllp_port,
+                            f"P{n}",
+                            args.messages,
+                            connections,
+                            args.receive_only,
+                        )
                     phases.append(phase)
                     print(
                         f"  {label}, {connections} connection(s): "
                         f"{phase.accepted_per_s:.0f} accepted/s, "
                         f"send→ACK p50 {phase.send_to_ack['p50_ms']:.2f} ms "
                         f"p99 {phase.send_to_ack['p99_ms']:.2f} ms, "
-                        f"{phase.end_to_end_per_s:.0f} end-to-end/s",
+                        f"{_rate(phase.end_to_end_per_s)} end-to-end/s",
                         flush=True,
                     )
             finally:
@@ -344,9 +367,13 @@ def print_table(results: list[dict[str, Any]], out: IO[str] = sys.stdout) -> Non
             print(
                 f"{r['configuration']:<14} {p['connections']:>5} {p['accepted_per_s']:>10.0f} "
                 f"{p['send_to_ack']['p50_ms']:>7.2f} {p['send_to_ack']['p99_ms']:>7.2f} "
-                f"{p['end_to_end_per_s']:>7.0f} {p['hub_cpu_ms_per_message']:>14.3f}",
+                f"{_rate(p['end_to_end_per_s']):>7} {p['hub_cpu_ms_per_message']:>14.3f}",
                 file=out,
             )
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -369,6 +396,11 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=0,
         help="worker.processes of the hub (0: deliver in the hub's own process)",
+    )
+    parser.add_argument(
+        "--receive-only",
+        action="store_true",
+        help="disable the HIS destination: measure MLLP in, commit and ACK alone",
     )
     parser.add_argument("--postgres-url", default=os.environ.get("HUB_TEST_DATABASE_URL"))
     parser.add_argument("--out", default=str(HERE / "results" / "mllp.json"))
@@ -410,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
             "connections": args.connections,
             "his_connections": args.his_connections,
             "worker_processes": args.worker_processes,
+            "receive_only": args.receive_only,
             "incidents": INCIDENTS,
             "route": "ORU^R01 in (MLLP listener) → vitals.recorded → hl7v2-oru → mllp (HIS twin)",
             "ack": "original mode AA, written after the commit that holds the message",
