@@ -20,7 +20,9 @@ class PrenotifyKind(StrEnum):
 
 
 class Destination(CanonicalModel):
-    """The receiving hospital chosen for the incident (data of `destination.assigned`)."""
+    """The receiving hospital (data of `destination.assigned`): for the whole incident,
+    or for one patient when the event's `patient_ref` names one (casualties of one
+    incident taken to different hospitals)."""
 
     hospital_code: Identifier  # organisation code of the hospital
     hospital_name: Name | None = None

@@ -73,7 +73,10 @@ class IncidentState(CanonicalModel):
     vitals: dict[str, list[VitalSigns]] = Field(default_factory=dict)  # by measured_at
     ecgs: dict[str, list[Ecg]] = Field(default_factory=dict)  # one per ecg_id, by acquired_at
     treatments: dict[str, list[Treatment]] = Field(default_factory=dict)  # by given_at
-    destination: Destination | None = None  # the latest assignment
+    destination: Destination | None = None  # the latest assignment of the whole incident
+    # Assignments of one patient (destination.assigned with patient_ref), by the id they
+    # named, in the order made: casualties of one incident taken to different hospitals.
+    patient_destinations: dict[str, Destination] = Field(default_factory=dict)
     handovers: dict[str, Handover] = Field(default_factory=dict)  # latest per patient
     cancelled: Cancellation | None = None
     event_ids: list[str] = Field(default_factory=list)  # applied, in order
@@ -89,6 +92,16 @@ class IncidentState(CanonicalModel):
         """The current id of a patient, following temporary -> permanent links."""
         return resolve_patient_id(self.patient_links, patient_id)
 
+    def destination_for(self, patient_id: str) -> Destination | None:
+        """Where this patient goes: the latest assignment naming any id of the patient's
+        identity chain, else the incident's."""
+        if self.patient_destinations:
+            chain = identity_chain(self.patient_links, patient_id)
+            for named in reversed(self.patient_destinations):
+                if named in chain:
+                    return self.patient_destinations[named]
+        return self.destination
+
 
 def resolve_patient_id(links: dict[str, str], patient_id: str) -> str:
     """Follow links from patient_id to the id that is not superseded (cycle-safe)."""
@@ -97,6 +110,16 @@ def resolve_patient_id(links: dict[str, str], patient_id: str) -> str:
         seen.add(target)
         patient_id = target
     return patient_id
+
+
+def identity_chain(links: dict[str, str], patient_id: str) -> set[str]:
+    """Every id of patient_id's identity chain, from its first (temporary) id to its current."""
+    chain = {root_patient_id(links, patient_id)}
+    current = next(iter(chain))
+    while (target := links.get(current)) is not None and target not in chain:
+        chain.add(target)
+        current = target
+    return chain
 
 
 def root_patient_id(links: dict[str, str], patient_id: str) -> str:
@@ -141,6 +164,7 @@ class _Builder:
         self.ecgs = {key: {ecg.ecg_id: ecg for ecg in value} for key, value in start.ecgs.items()}
         self.treatments = {key: list(value) for key, value in start.treatments.items()}
         self.destination = start.destination
+        self.patient_destinations = dict(start.patient_destinations)
         self.handovers = dict(start.handovers)
         self.cancelled = start.cancelled
         self.event_ids = list(start.event_ids)
@@ -180,7 +204,13 @@ class _Builder:
                 treatment = self._owned(event.data)
                 self.treatments.setdefault(treatment.patient_id, []).append(treatment)
             case DestinationAssigned():
-                self.destination = event.data
+                if event.patient_ref is None:
+                    # The whole incident goes there: earlier per-patient choices end.
+                    self.destination = event.data
+                    self.patient_destinations = {}
+                else:
+                    self.patient_destinations.pop(event.patient_ref, None)  # now the latest
+                    self.patient_destinations[event.patient_ref] = event.data
             case HandoverCompleted():
                 self._add_handover(self._owned(event.data))
             case IncidentCancelled():
@@ -290,6 +320,7 @@ class _Builder:
                 for key, items in self.treatments.items()
             },
             destination=self.destination,
+            patient_destinations=self.patient_destinations,
             handovers=self.handovers,
             cancelled=self.cancelled,
             event_ids=self.event_ids,

@@ -190,13 +190,15 @@ class BundleBuilder:
 
     def build(self) -> list[dict[str, Any]]:
         center = self.organization_120()
-        hospital = self.organization_hospital()
+        hospitals = self.organization_hospitals()
         crew = self.practitioners()
         scene = self.scene_location(center)
         for current in self.patients:
             self.patient = current
             self.patient_key = self._root_id(current.patient_id)
             patient = self.patient_resource(center)
+            destination = self.state.destination_for(current.patient_id)
+            hospital = hospitals.get(destination.hospital_code) if destination else None
             encounter = self.encounter(center, hospital, crew, scene, patient)
             key = current.patient_id
             assessment = self.state.assessments.get(key)
@@ -222,14 +224,23 @@ class BundleBuilder:
         }
         return self.add(resource, system, self.source)
 
-    def organization_hospital(self) -> str | None:
-        destination = self.state.destination
-        if destination is None:
-            return None
-        resource: dict[str, Any] = {"resourceType": "Organization", "active": True}
-        if destination.hospital_name:
-            resource["name"] = destination.hospital_name
-        return self.add(resource, self.hospital_system, destination.hospital_code)
+    def organization_hospitals(self) -> dict[str, str]:
+        """An Organization per hospital the patients go to (the incident's, when no
+        patient is known yet): fullUrls by hospital code."""
+        state = self.state
+        chosen = [state.destination_for(p.patient_id) for p in self.patients]
+        if not self.patients:
+            chosen = [state.destination]
+        out: dict[str, str] = {}
+        for destination in chosen:
+            if destination is None or destination.hospital_code in out:
+                continue
+            resource: dict[str, Any] = {"resourceType": "Organization", "active": True}
+            if destination.hospital_name:
+                resource["name"] = destination.hospital_name
+            code = destination.hospital_code
+            out[code] = self.add(resource, self.hospital_system, code)
+        return out
 
     def practitioners(self) -> list[tuple[str, str | None]]:
         crew: list[tuple[str, str | None]] = []
@@ -421,7 +432,8 @@ class BundleBuilder:
                 }
             ],
         }
-        destination = state.destination
+        assert self.patient is not None
+        destination = state.destination_for(self.patient.patient_id)
         if destination is not None and destination.eta is not None and status == "planned":
             resource["extension"].append(
                 {"url": S.EXT_PLANNED_START, "valueDateTime": _time(destination.eta)}

@@ -143,33 +143,30 @@ def _step(
     targets = _targets(event, after)
     if not targets:
         return [AdtAction("skip", reason="no patient identified yet")]
-    destination = after.destination
-    if destination is None:
-        return [AdtAction("skip", reason="no destination hospital assigned yet")]
-    if hospital_code is not None and destination.hospital_code != hospital_code:
-        reason = f"redirected to {destination.hospital_code}"
-        cancels = []
-        for patient_id in targets:
-            root = root_patient_id(after, patient_id)
-            if root in registered:
-                del registered[root]
-                cancels.append(AdtAction("cancel", patient_id, reason))
-        return cancels or [
-            AdtAction(
-                "skip",
-                reason=f"the patient goes to {destination.hospital_code}, "
-                f"this route registers for {hospital_code}",
-            )
-        ]
     actions = []
+    skips = []
     for patient_id in targets:
         root = root_patient_id(after, patient_id)
-        if root not in registered:
+        destination = after.destination_for(patient_id)
+        if destination is None:
+            skips.append(AdtAction("skip", reason="no destination hospital assigned yet"))
+        elif hospital_code is not None and destination.hospital_code != hospital_code:
+            if root in registered:
+                del registered[root]
+                reason = f"redirected to {destination.hospital_code}"
+                actions.append(AdtAction("cancel", patient_id, reason))
+            else:
+                reason = (
+                    f"the patient goes to {destination.hospital_code}, "
+                    f"this route registers for {hospital_code}"
+                )
+                skips.append(AdtAction("skip", reason=reason))
+        elif root not in registered:
             registered[root] = None
             actions.append(AdtAction("register", patient_id))
         else:
             actions.append(AdtAction("update", patient_id))
-    return actions
+    return actions or skips[:1]
 
 
 @register("mapping", "hl7v2-adt")
@@ -202,7 +199,10 @@ def hl7v2_adt(event: Mapping[str, Any], ctx: MappingContext) -> Payload:
         else:
             trigger = CANCEL_OF[options.trigger]
         control_id = ctx.message_id if n == 0 else sibling_id(ctx.message_id, n)
-        builder = MessageBuilder.start(options, state, ctx, source, control_id=control_id)
+        assert action.patient_id is not None
+        builder = MessageBuilder.start(
+            options, state, ctx, source, action.patient_id, control_id=control_id
+        )
         _write(builder, last, trigger, action)
         messages.append(encode(builder))
     return Payload(b"".join(m.body for m in messages), messages[0].content_type)
@@ -271,7 +271,8 @@ def _pv2(builder: MessageBuilder, patient_id: str) -> None:
         priority = builder.code("hl7v2_visit_priority", assessment.triage_level.value)
     fields: list[FieldValue] = [None] * 38
     fields[2] = [None, reason] if reason else None  # PV2-3 admit reason, as text
-    fields[7] = builder.ts(state.destination.eta if state.destination else None)  # PV2-8
+    destination = builder.destination
+    fields[7] = builder.ts(destination.eta if destination else None)  # PV2-8
     fields[24] = priority  # PV2-25
     fields[37] = [builder.code("mode_of_arrival", "ambulance"), "Ambulance", "HL70430"]
     builder.writer.segment("PV2", *fields)
@@ -297,7 +298,7 @@ def _zph(builder: MessageBuilder, patient_id: str, cancel_reason: str | None = N
         builder.ts(call.received_at if call else None),
         builder.ts(state.status_times.get(UnitStatus.patient_contact)),
         [number(location.lat), number(location.lon), location.crs.value] if location else None,
-        state.destination.prenotify.value if state.destination else None,  # ZPH-8
+        builder.destination.prenotify.value if builder.destination else None,  # ZPH-8
         Repeat(*sorted(g.value for g in patient.special_groups)) if patient else None,
         [str(age.value), age.unit.value] if age else None,  # ZPH-10
         builder.ts(assessment.onset_at if assessment else None),

@@ -26,6 +26,7 @@ from hub.hl7v2.er7 import (
     format_ts,
     hl7_charset_name,
 )
+from hub.model.disposition import Destination
 from hub.model.identifiers import RESIDENT_ID_OID
 from hub.model.incident import UnitStatus
 from hub.model.location import Address
@@ -156,6 +157,7 @@ class MessageBuilder:
     source: str
     writer: Er7Writer
     control_id: str  # MSH-10
+    patient_id: str  # the patient the message is about
 
     @classmethod
     def start(
@@ -164,13 +166,19 @@ class MessageBuilder:
         state: IncidentState,
         ctx: MappingContext,
         source: str,
+        patient_id: str,
         *,
         control_id: str | None = None,
     ) -> MessageBuilder:
         """``control_id``: MSH-10, by default the delivery's message id."""
         tables = BUILTIN_TABLES.with_overrides(options.code_overrides)
         message_id = control_id or ctx.message_id
-        return cls(options, tables, state, ctx, source, Er7Writer(), message_id)
+        return cls(options, tables, state, ctx, source, Er7Writer(), message_id, patient_id)
+
+    @property
+    def destination(self) -> Destination | None:
+        """The hospital this message's patient goes to (see IncidentState.destination_for)."""
+        return self.state.destination_for(self.patient_id)
 
     # ------------------------------------------------------------------ values
 
@@ -195,7 +203,7 @@ class MessageBuilder:
 
     def msh(self, code: str, trigger: str, structure: str) -> None:
         o = self.options
-        destination = self.state.destination
+        destination = self.destination
         receiving = o.receiving_facility or o.hospital_code
         if receiving is None:
             receiving = destination.hospital_code if destination else self.ctx.destination
@@ -283,7 +291,7 @@ class MessageBuilder:
         """PV1 of the patient's visit; ``full`` adds admission type, admit source and
         admit time (ADT)."""
         state = self.state
-        destination = state.destination
+        destination = state.destination_for(patient_id)
         location: FieldValue = None
         if destination is not None:
             location = [

@@ -53,15 +53,15 @@ def hl7v2_oru(event: Mapping[str, Any], ctx: MappingContext) -> Payload:
     state, current = fold_through(dicts)
     if state.cancelled is not None and state.cancelled.at <= current.occurred_at:
         raise NothingToSend("the incident was cancelled")
-    destination = state.destination
+    assert current.patient_ref is not None
+    patient_id = state.resolve_patient_id(current.patient_ref)
+    destination = state.destination_for(patient_id)
     if options.hospital_code is not None and (
         destination is None or destination.hospital_code != options.hospital_code
     ):
         where = destination.hospital_code if destination else "no hospital yet"
         raise NothingToSend(f"the patient goes to {where}, not {options.hospital_code}")
-    assert current.patient_ref is not None
-    patient_id = state.resolve_patient_id(current.patient_ref)
-    builder = MessageBuilder.start(options, state, ctx, incident_source(dicts))
+    builder = MessageBuilder.start(options, state, ctx, incident_source(dicts), patient_id)
     builder.msh("ORU", "R01", "ORU_R01")
     builder.pid(state.patients.get(patient_id), patient_id)
     builder.pv1(patient_id, full=False)
