@@ -257,18 +257,8 @@ class Worker:
         return payload
 
     def _skip(self, c: Claimed, started: float, number: int, reason: str) -> Finished:
-        now = time.time()
-        return Finished(
-            delivery_id=c.id,
-            number=number,
-            worker=self.name,
-            started_at=started,
-            latency_ms=(now - started) * 1000,
-            outcome="skipped",
-            new_status=DeliveryStatus.SKIPPED,
-            next_attempt_at=now,
-            error=reason or "the mapping had nothing to send",
-        )
+        error = reason or "the mapping had nothing to send"
+        return self._record_of(c, started, number, "skipped", DeliveryStatus.SKIPPED, error=error)
 
     def _finish(
         self,
@@ -279,33 +269,63 @@ class Worker:
         number: int,
         mapped: Payload | None,
     ) -> Finished:
-        now = time.time()
         error = result.error
-        next_at = now
+        delay = 0.0
         if result.outcome is Outcome.DELIVERED:
             status = DeliveryStatus.DELIVERED
         elif result.outcome is Outcome.PERMANENT or dest is None:
             status = DeliveryStatus.DEAD
         else:
-            delay = dest.retry.delay_after(number, result.retry_after)
-            if delay is None:
+            retry_in = dest.retry.delay_after(number, result.retry_after)
+            if retry_in is None:
                 status = DeliveryStatus.DEAD
                 error = f"gave up after {number} attempts: {result.error}"
             else:
                 status = DeliveryStatus.PENDING
-                next_at = now + delay
+                delay = retry_in
+        return self._record_of(
+            c,
+            started,
+            number,
+            result.outcome.value,
+            status,
+            delay=delay,
+            status_code=result.status,
+            response=result.response,
+            error_class=result.error_class,
+            error=error,
+            mapped=mapped,
+        )
+
+    def _record_of(
+        self,
+        c: Claimed,
+        started: float,
+        number: int,
+        outcome: str,
+        status: DeliveryStatus,
+        *,
+        delay: float = 0.0,
+        status_code: str | None = None,
+        response: str | None = None,
+        error_class: str | None = None,
+        error: str | None = None,
+        mapped: Payload | None = None,
+    ) -> Finished:
+        """The attempt as the store records it, timed from ``started`` to now."""
+        now = time.time()
         return Finished(
             delivery_id=c.id,
             number=number,
             worker=self.name,
             started_at=started,
             latency_ms=(now - started) * 1000,
-            outcome=result.outcome.value,
+            outcome=outcome,
             new_status=status,
-            next_attempt_at=next_at,
-            status=result.status,
-            response=result.response,
-            error_class=result.error_class,
+            next_attempt_at=now + delay,
+            status=status_code,
+            response=response,
+            error_class=error_class,
             error=error,
             payload=mapped.body if mapped is not None else None,
             content_type=mapped.content_type if mapped is not None else None,
