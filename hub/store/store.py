@@ -601,11 +601,6 @@ class Store:
             self._audit(conn, actor, "message.read", inbound_id, None)
         return message
 
-    def delivery(self, delivery_id: int) -> dict[str, Any] | None:
-        with self._read() as conn:
-            row = conn.execute(select(deliveries).where(deliveries.c.id == delivery_id)).first()
-            return None if row is None else dict(row._mapping)
-
     def delivery_by_message_id(self, message_id: str) -> dict[str, Any] | None:
         with self._read() as conn:
             row = conn.execute(
@@ -629,13 +624,6 @@ class Store:
                 if oldest is not None and (entry[2] is None or oldest < entry[2]):
                     entry[2] = oldest
         return [QueueStat(k, v[0], v[1], v[2]) for k, v in sorted(acc.items())]
-
-    def status_counts(self) -> dict[str, int]:
-        with self._read() as conn:
-            rows = conn.execute(
-                select(deliveries.c.status, func.count()).group_by(deliveries.c.status)
-            )
-            return {status: int(count) for status, count in rows}
 
     @staticmethod
     def _audit(

@@ -25,6 +25,7 @@ from hub.store.records import IngestJob, NewDelivery, NewEvent
 from hub.store.store import Store
 from hub.store.tables import attempts, deliveries
 from hub.testing.process import GRACEFUL_EXIT, HubProcess, start_worker, write_config
+from hub.testing.rows import status_counts
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -90,7 +91,7 @@ def store(postgres_url: str) -> Iterator[Store]:
 def _wait_drained(store: Store, workers: list[HubProcess]) -> None:
     deadline = time.monotonic() + DRAIN_TIMEOUT
     while True:
-        counts = store.status_counts()
+        counts = status_counts(store)
         if counts.get("delivered", 0) == DELIVERIES:
             return
         for w in workers:

@@ -21,6 +21,7 @@ from hub.model.events import EVENT_TYPES, event_json_schema
 from hub.store.records import DeliveryStatus, Finished, IngestJob, NewDelivery, NewEvent
 from hub.store.store import Store
 from hub.store.tables import audit_log
+from hub.testing.rows import delivery_row
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_FILE = ROOT / "docs" / "event-schema.json"
@@ -242,7 +243,7 @@ def test_resend(
     captured = capsys.readouterr()
     assert captured.out == f"delivery {dead['id']}: queued again\n"
     assert captured.err == f"delivery {waiting['id']}: delivery {waiting['id']} is still pending\n"
-    after = store.delivery(dead["id"])
+    after = delivery_row(store, dead["id"])
     assert after is not None
     assert (after["status"], after["attempts"], after["message_id"]) == (
         "pending",
