@@ -32,7 +32,7 @@ pytest: $(BIN)/hub
 test: lint typecheck pytest
 
 bench: $(BIN)/hub
-	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python -m benchmarks.ingest
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

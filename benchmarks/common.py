@@ -1,9 +1,9 @@
 """What the benchmark scripts share: child processes, the webhook twin, PostgreSQL,
 the machine's description, percentiles and the JSON report.
 
-The scripts run as ``python benchmarks/NAME.py`` and import this module as
-``benchmarks.common``: each first puts the repository root on ``sys.path`` where Python
-put the benchmarks folder, in which ``mappings.py`` would hide the ``mappings`` package.
+The scripts run as modules from the repository root, ``python -m benchmarks.NAME``, so
+the root is on ``sys.path`` (run as a file, ``benchmarks/mappings.py`` would hide the
+``mappings`` package).
 """
 
 from __future__ import annotations
@@ -95,7 +95,8 @@ def webhook_twin(log: Path | None = None) -> Iterator[WebhookTwin]:
     with contextlib.ExitStack() as files:
         out = files.enter_context(log.open("ab")) if log else subprocess.DEVNULL
         process = subprocess.Popen(
-            [sys.executable, str(HERE / "twin.py"), str(port)],
+            [sys.executable, "-m", "benchmarks.twin", str(port)],
+            cwd=HERE.parent,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,

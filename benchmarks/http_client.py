@@ -1,6 +1,6 @@
 """CPU per webhook POST of the delivery path's HTTP client, against the webhook twin.
 
-    python benchmarks/http_client.py [--requests N] [--concurrency C]
+    python -m benchmarks.http_client [--requests N] [--concurrency C]
 
 Runs ``benchmarks/twin.py`` in its own process and, in this one (uvloop, as ``hub run``),
 POSTs a signed-sized JSON body N times from C concurrent senders with each client:
@@ -20,24 +20,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import httpx
+
+from benchmarks.common import webhook_twin
+from hub.connectors.base import Outbound, Outcome
+from hub.connectors.http import HttpConnector, HttpSettings
+from hub.connectors.httpclient import HttpClient, Target
+
 HERE = Path(__file__).resolve().parent
-# Run as a script, this folder comes first on sys.path: put the repository root there, so
-# that ``benchmarks.common`` imports (and benchmarks/mappings.py hides no package).
-if sys.path and Path(sys.path[0] or ".").resolve() == HERE:
-    sys.path[0] = str(HERE.parent)
-
-import httpx  # noqa: E402
-
-from benchmarks.common import webhook_twin  # noqa: E402
-from hub.connectors.base import Outbound, Outcome  # noqa: E402
-from hub.connectors.http import HttpConnector, HttpSettings  # noqa: E402
-from hub.connectors.httpclient import HttpClient, Target  # noqa: E402
 
 BODY = b'{"event":{"type":"unit.status","data":{"unit_id":"AMB-1","status":"en_route"}}}' * 4
 HEADERS = {

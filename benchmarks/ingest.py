@@ -1,7 +1,7 @@
 """Throughput and latency of the hub end to end: `hub run` as its own process, a webhook
 twin in another, clients in this one.
 
-    python benchmarks/ingest.py [--database sqlite|postgres|both] [--events N]
+    python -m benchmarks.ingest [--database sqlite|postgres|both] [--events N]
                                 [--out benchmarks/results/ingest.json]
 
 For each database:
@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -36,15 +35,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-# Run as a script, this folder comes first on sys.path: put the repository root there, so
-# that ``benchmarks.common`` imports (and benchmarks/mappings.py hides no package).
-if sys.path and Path(sys.path[0] or ".").resolve() == HERE:
-    sys.path[0] = str(HERE.parent)
+import orjson
 
-import orjson  # noqa: E402
-
-from benchmarks.common import (  # noqa: E402
+from benchmarks.common import (
     DEFAULT_PG,
     WebhookTwin,
     cpu_seconds,
@@ -58,7 +51,9 @@ from benchmarks.common import (  # noqa: E402
     webhook_twin,
     write_report,
 )
-from hub.testing.process import HubProcess, start_hub, write_config  # noqa: E402
+from hub.testing.process import HubProcess, start_hub, write_config
+
+HERE = Path(__file__).resolve().parent
 
 INCIDENTS = 500  # ordering keys: deliveries of one incident go one at a time
 

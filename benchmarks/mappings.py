@@ -1,4 +1,4 @@
-"""Mappings per second, one core, in this process: ``python benchmarks/mappings.py``.
+"""Mappings per second, one core, in this process: ``python -m benchmarks.mappings``.
 
 Each mapping runs on an event of the STEMI example incident (hub.testing.examples) with
 a realistic :class:`MappingContext`: the incident's earlier events in
@@ -22,7 +22,6 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -31,20 +30,15 @@ from typing import Any
 
 import orjson
 
-HERE = Path(__file__).resolve().parent
-# Run as a script, this file's folder comes first on sys.path and its name would hide the
-# ``mappings`` package: put the repository root there instead, from which
-# ``benchmarks.common`` imports.
-if sys.path and Path(sys.path[0] or ".").resolve() == HERE:
-    sys.path[0] = str(HERE.parent)
+from benchmarks.common import write_report
+from hub.hl7v2.er7 import decode, parse_message
+from hub.model.events import parse_events
+from hub.registry import load_builtin, lookup
+from hub.testing.examples import EXAMPLE_HOSPITAL_CODE, example_events
+from mappings.base import MappingContext
+from mappings.hl7v2.inbound import InboundOptions, convert
 
-from benchmarks.common import write_report  # noqa: E402
-from hub.hl7v2.er7 import decode, parse_message  # noqa: E402
-from hub.model.events import parse_events  # noqa: E402
-from hub.registry import load_builtin, lookup  # noqa: E402
-from hub.testing.examples import EXAMPLE_HOSPITAL_CODE, example_events  # noqa: E402
-from mappings.base import MappingContext  # noqa: E402
-from mappings.hl7v2.inbound import InboundOptions, convert  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 Case = tuple[str, Callable[[], object]]
 

@@ -1,6 +1,6 @@
 """MLLP in → map → MLLP out: monitors' ORU^R01 vital signs through the hub to a HIS.
 
-    python benchmarks/mllp.py [--database sqlite|postgres|all] [--sync full|normal|both]
+    python -m benchmarks.mllp [--database sqlite|postgres|all] [--sync full|normal|both]
                               [--messages N] [--connections 1,8]
 
 Three processes on loopback: ``hub run`` (hub.testing.process) with an MLLP listener and
@@ -41,14 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-HERE = Path(__file__).resolve().parent
-# Run as a script, this folder comes first on sys.path, and benchmarks/mappings.py would
-# hide the ``mappings`` package the hub imports: put the repository root there instead,
-# from which ``benchmarks.common`` imports.
-if sys.path and Path(sys.path[0] or ".").resolve() == HERE:
-    sys.path[0] = str(HERE.parent)
-
-from benchmarks.common import (  # noqa: E402
+from benchmarks.common import (
     DEFAULT_PG,
     cpu_seconds,
     machine,
@@ -61,7 +54,9 @@ from benchmarks.common import (  # noqa: E402
     wait_delivered,
     write_report,
 )
-from hub.testing.process import HubProcess, free_port, start_hub, write_config  # noqa: E402
+from hub.testing.process import HubProcess, free_port, start_hub, write_config
+
+HERE = Path(__file__).resolve().parent
 
 INCIDENTS = 200  # monitors (one patient, one incident each); ordering keys of the route
 START, END = b"\x0b", b"\x1c\r"
@@ -129,7 +124,8 @@ class Twin:
 @contextlib.contextmanager
 def twin_process() -> Iterator[Twin]:
     process = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "--serve-twin"],
+        [sys.executable, "-m", "benchmarks.mllp", "--serve-twin"],
+        cwd=HERE.parent,
         stdout=subprocess.PIPE,
         start_new_session=True,
     )

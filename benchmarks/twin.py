@@ -1,4 +1,4 @@
-"""The webhook twin as its own process, for benchmarks: ``python benchmarks/twin.py PORT``.
+"""The webhook twin as its own process, for benchmarks: ``python -m benchmarks.twin PORT``.
 
 Serves sandbox.http_receiver.HttpReceiverTwin on 127.0.0.1:PORT (uvloop, httptools) and
 adds ``GET /_bench/arrivals``: ``{message_id: arrival time (epoch seconds)}`` for every
