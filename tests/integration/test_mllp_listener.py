@@ -24,61 +24,22 @@ from hub.config.plan import ConfigError, plan_from_mapping
 from hub.connectors.base import Outcome, SendResult
 from hub.connectors.mllp import MllpConnector, MllpSettings, TlsClientSettings
 from hub.hl7v2.ack import AckResult, read_ack
-from hub.hl7v2.er7 import Er7Writer, Repeat
+from hub.hl7v2.er7 import Er7Writer
 from hub.hl7v2.framing import FrameError, MllpDecoder, frame
 from hub.listeners.mllp import MllpListener, MllpMessageHandler
 from hub.registry import lookup
 from hub.runtime import HubRuntime
 from hub.testing.conformance import make_outbound
+from hub.testing.hl7v2 import sample_adt
 from hub.testing.process import free_port, start_hub, write_config
 
 T = TypeVar("T")
-RESIDENT_ID = "110101199003070011"
 
 
-def adt(
-    control_id: str,
-    *,
-    name: tuple[str, str] = ("欧阳", "娜娜"),
-    charset: str | None = "UNICODE UTF-8",
-    incident: str = "TJ120-0001",
-    resident_id: str = RESIDENT_ID,
-    ack: tuple[str, str] | None = None,
-    kind: tuple[str, str] = ("ADT", "A04"),
-) -> Er7Writer:
-    writer = Er7Writer()
-    writer.msh(
-        "HIS",
-        "H1",
-        "HUB",
-        "120",
-        "20261125083000+0800",
-        None,
-        [kind[0], kind[1]],
-        control_id,
-        "P",
-        "2.5.1",
-        None,
-        None,
-        ack[0] if ack else None,
-        ack[1] if ack else None,
-        "CHN",
-        charset,
-    )
-    writer.segment("EVN", kind[1], "20261125082900+0800")
-    writer.segment(
-        "PID",
-        "1",
-        None,
-        Repeat(["MRN001", None, None, ["HIS"], "MR"], [resident_id, None, None, None, "NN"]),
-        None,
-        list(name),
-        None,
-        "19900307",
-        "F",
-    )
-    writer.segment("PV1", "1", "E", *([None] * 16), incident)
-    return writer
+def adt(control_id: str, **changes: Any) -> Er7Writer:
+    """The shared sample ADT as a HIS sends it to the hub."""
+    sent = {"name": ("欧阳", "娜娜"), "incident": "TJ120-0001", **changes}
+    return sample_adt(control_id, sender=("HIS", "H1"), receiver=("HUB", "120"), **sent)
 
 
 class RunningHub:

@@ -12,45 +12,15 @@ import pytest
 
 from hub.connectors.base import Connector, Outbound, Outcome, SendResult
 from hub.connectors.mllp import MllpConnector, MllpSettings
-from hub.hl7v2.er7 import Er7Writer
 from hub.ids import new_id
 from hub.registry import lookup
 from hub.testing.conformance import ConformanceTwin, ConnectorConformance, make_outbound, started
+from hub.testing.hl7v2 import sample_adt
 from sandbox.his_twin import HisTwin
 
+adt = sample_adt  # the hub sending an ADT^A04 to a HIS
 T = TypeVar("T")
 HL7 = "application/hl7-v2"
-
-
-def adt(
-    control_id: str,
-    *,
-    name: str = "张三",
-    charset: str | None = "UNICODE UTF-8",
-    ack: tuple[str, str] | None = None,
-) -> Er7Writer:
-    writer = Er7Writer()
-    writer.msh(
-        "HUB",
-        "TJ120",
-        "HIS",
-        "HOSP",
-        "20261125080000+0800",
-        None,
-        ["ADT", "A04", "ADT_A01"],
-        control_id,
-        "P",
-        "2.5.1",
-        None,
-        None,
-        ack[0] if ack else None,
-        ack[1] if ack else None,
-        "CHN",
-        charset,
-    )
-    writer.segment("PID", "1", None, "P1", None, [name[:1], name[1:]])
-    writer.segment("PV1", "1", "E")
-    return writer
 
 
 def outbound(payload: bytes, message_id: str = "M1", attempt: int = 1) -> Outbound:
@@ -100,7 +70,7 @@ def test_aa_is_delivered(twin: HisTwin) -> None:
 def test_a_payload_of_several_messages_sends_each_and_awaits_each_ack(twin: HisTwin) -> None:
     """One delivery of an ADT per patient (mother and newborn): every message is framed
     and acknowledged on its own, in order, on one connection."""
-    first, second = adt("P1-A").encode(), adt("P1-B", name="李四").encode()
+    first, second = adt("P1-A").encode(), adt("P1-B", name=("李", "四")).encode()
     (result,) = run(send_and_close(mllp(twin.port), outbound(first + second)))
     assert result.outcome is Outcome.DELIVERED, result
     assert result.response is not None and "MSA|AA|P1-B" in result.response
@@ -292,7 +262,7 @@ def test_commit_ack_is_delivered_unless_application_ack_required(twin: HisTwin) 
 def test_gb18030_peer() -> None:
     his = HisTwin(charset="GB 18030-2000").start_in_thread()
     try:
-        payload = adt("G1", name="欧阳娜", charset=None).encode("gb18030")
+        payload = adt("G1", name=("欧", "阳娜"), charset=None).encode("gb18030")
         connector = mllp(his.port, charset="GB 18030-2000")
         (result,) = run(send_and_close(connector, outbound(payload)))
         assert result.outcome is Outcome.DELIVERED, result

@@ -32,6 +32,7 @@ from hub.hl7v2.er7 import (
     unescape,
 )
 from hub.hl7v2.errors import ErrorCode, Hl7Error
+from hub.testing.hl7v2 import RESIDENT_ID, sample_adt
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -40,51 +41,9 @@ with warnings.catch_warnings():
 CST = timezone(timedelta(hours=8))
 
 
-def adt(
-    *,
-    name: tuple[str, str] = ("张", "三"),
-    control_id: str = "MSG0001",
-    charset: str | None = "UNICODE UTF-8",
-    facility: str = "120",
-    note: str = "胸痛",
-) -> Er7Writer:
-    writer = Er7Writer()
-    writer.msh(
-        "HUB",
-        facility,
-        "HIS",
-        "H1",
-        "20261125080000+0800",
-        None,
-        ["ADT", "A04", "ADT_A01"],
-        control_id,
-        "P",
-        "2.5.1",
-        None,
-        None,
-        "AL",
-        "NE",
-        "CHN",
-        charset,
-    )
-    writer.segment("EVN", "A04", "20261125080000+0800")
-    writer.segment(
-        "PID",
-        "1",
-        None,
-        Repeat(
-            ["P0001", None, None, ["HUB"], "PI"],
-            ["110101199003070019", None, None, ["", "2.16.156.10011.1.3", "ISO"], "NN"],
-        ),
-        None,
-        list(name),
-        None,
-        "19900307",
-        "M",
-    )
-    writer.segment("PV1", "1", "E", None, "E", *([None] * 14), "TJ120-20261125-0001")
-    writer.segment("NTE", "1", None, note)
-    return writer
+def adt(**changes: Any) -> Er7Writer:
+    """The shared sample ADT in enhanced mode, with a note (the reader tests read both)."""
+    return sample_adt(**{"ack": ("AL", "NE"), "note": "胸痛", **changes})
 
 
 def test_writer_output_is_plain_er7() -> None:
@@ -93,7 +52,7 @@ def test_writer_output_is_plain_er7() -> None:
     assert text.endswith("\r")
     assert "\n" not in text
     assert (
-        "PID|1||P0001^^^HUB^PI~110101199003070019^^^&2.16.156.10011.1.3&ISO^NN||张^三||19900307|M\r"
+        "PID|1||P0001^^^HUB^PI~110101199003070011^^^&2.16.156.10011.1.3&ISO^NN||张^三||19900307|M\r"
         in text
     )
 
@@ -107,7 +66,7 @@ def test_reader_paths() -> None:
     assert m.get("MSH-2") == "^~\\&"
     assert m.get("MSH-10") == "MSG0001"
     assert m.get("PID-3") == "P0001"
-    assert m.get("PID-3[2].1") == "110101199003070019"
+    assert m.get("PID-3[2].1") == RESIDENT_ID
     assert m.get("PID-3[2].4.2") == "2.16.156.10011.1.3"
     assert m.get("PID-3[3].1") == ""
     assert m.get("PID-5.1") + m.get("PID-5.2") == "张三"
@@ -244,7 +203,7 @@ def test_latin1_declared() -> None:
 def test_gb18030_second_byte_equal_to_the_field_separator() -> None:
     # 縷 is 0xBF 0x7C in GB18030: a byte-level split would see an extra "|" in MSH-4.
     assert "縷".encode("gb18030")[1:] == b"|"
-    raw = adt(charset="GB 18030-2000", facility="縷礬医院").encode("gb18030")
+    raw = adt(charset="GB 18030-2000", sender=("HUB", "縷礬医院")).encode("gb18030")
     decoded = decode(raw, "utf-8")
     assert decoded.codec == "gb18030"
     m = parse_message(decoded.text)
