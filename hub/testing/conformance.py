@@ -17,6 +17,9 @@ suite again::
         def unreachable_connector(self, loop_runner: asyncio.Runner) -> Iterator[Connector]:
             yield from started(loop_runner, MyConnector("gone", MySettings(url=CLOSED_PORT)))
 
+A connector aimed at a URL can subclass :class:`UrlConnectorConformance` instead and
+give just ``twin`` (with a ``url``) and ``connector_at(url)``.
+
 Every coroutine of one test (start, sends, close) runs on the one event loop of the
 ``loop_runner`` fixture, as it would inside a worker. A case that cannot apply to a
 transport (a folder cannot refuse a message for good) is named in ``not_applicable``
@@ -27,6 +30,7 @@ back after a stop (:class:`RestartableTwin`) covers delivery through a reconnect
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Iterator, Mapping
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
@@ -307,3 +311,29 @@ class ConnectorConformance:
         assert result.outcome is Outcome.TRANSIENT, result
         assert result.error_class, result
         assert result.error, result
+
+
+class UrlConnectorConformance(ConnectorConformance, abstract=True):
+    """The suite for a connector aimed at a URL (HTTP, FHIR, a SOAP gateway).
+
+    Subclasses provide the ``twin`` fixture (a twin with a ``url``) and
+    :meth:`connector_at`; the connector fixtures follow from them, the unreachable one
+    aimed at a loopback port where nothing listens.
+    """
+
+    def connector_at(self, url: str) -> Connector:
+        """A connector (not started) that sends to ``url``."""
+        raise NotImplementedError
+
+    @pytest.fixture
+    def connector(self, loop_runner: asyncio.Runner, twin: ConformanceTwin) -> Iterator[Connector]:
+        url = getattr(twin, "url", None)
+        assert isinstance(url, str), f"{type(twin).__name__} needs a url for this suite"
+        yield from started(loop_runner, self.connector_at(url))
+
+    @pytest.fixture
+    def unreachable_connector(self, loop_runner: asyncio.Runner) -> Iterator[Connector]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))  # bound, not listening: a connection is refused
+            port = int(sock.getsockname()[1])
+            yield from started(loop_runner, self.connector_at(f"http://127.0.0.1:{port}/"))

@@ -21,7 +21,11 @@ from hub.connectors.fhir import (
     summarise_transaction_response,
 )
 from hub.runtime import HubRuntime
-from hub.testing.conformance import ConformanceTwin, ConnectorConformance, make_outbound, started
+from hub.testing.conformance import (
+    ConformanceTwin,
+    UrlConnectorConformance,
+    make_outbound,
+)
 from hub.testing.examples import EXAMPLE_INCIDENT_ID, example_events
 from sandbox.fhir_twin import FhirServerTwin
 from sandbox.http_receiver import ServerThread
@@ -114,7 +118,7 @@ def send(connector: Connector, message: Outbound) -> Any:
     return asyncio.run(run())
 
 
-class TestFhirConformance(ConnectorConformance):
+class TestFhirConformance(UrlConnectorConformance):
     content_type: ClassVar[str] = FHIR_JSON
 
     def _message(self, message_id: str | None = None, **kwargs: Any) -> Outbound:
@@ -130,15 +134,8 @@ class TestFhirConformance(ConnectorConformance):
     def twin(self, fhir_twin: FhirTwin) -> ConformanceTwin:
         return fhir_twin
 
-    @pytest.fixture
-    def connector(self, loop_runner: asyncio.Runner, fhir_twin: FhirTwin) -> Iterator[Connector]:
-        yield from started(loop_runner, fhir(fhir_twin.url, timeout=5))
-
-    @pytest.fixture
-    def unreachable_connector(
-        self, loop_runner: asyncio.Runner, closed_port: int
-    ) -> Iterator[Connector]:
-        yield from started(loop_runner, fhir(f"http://127.0.0.1:{closed_port}/", timeout=5))
+    def connector_at(self, url: str) -> Connector:
+        return fhir(url, timeout=5)
 
 
 def test_delivered_keeps_transaction_response_summary(fhir_twin: FhirTwin) -> None:

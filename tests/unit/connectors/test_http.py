@@ -14,7 +14,11 @@ from pydantic import ValidationError
 
 from hub.connectors.base import Connector, Outcome
 from hub.connectors.http import HttpConnector, HttpSettings, parse_retry_after, sign
-from hub.testing.conformance import ConformanceTwin, ConnectorConformance, make_outbound, started
+from hub.testing.conformance import (
+    ConformanceTwin,
+    UrlConnectorConformance,
+    make_outbound,
+)
 from sandbox.http_receiver import HttpReceiverTwin, ServerThread
 
 
@@ -64,20 +68,13 @@ def http(url: str, **settings: object) -> HttpConnector:
     return HttpConnector("twin", HttpSettings.model_validate({"url": url, **settings}))
 
 
-class TestHttpConformance(ConnectorConformance):
+class TestHttpConformance(UrlConnectorConformance):
     @pytest.fixture
     def twin(self, webhook: WebhookTwin) -> ConformanceTwin:
         return webhook
 
-    @pytest.fixture
-    def connector(self, loop_runner: asyncio.Runner, webhook: WebhookTwin) -> Iterator[Connector]:
-        yield from started(loop_runner, http(webhook.url, timeout=5))
-
-    @pytest.fixture
-    def unreachable_connector(
-        self, loop_runner: asyncio.Runner, closed_port: int
-    ) -> Iterator[Connector]:
-        yield from started(loop_runner, http(f"http://127.0.0.1:{closed_port}/hook", timeout=5))
+    def connector_at(self, url: str) -> Connector:
+        return http(url, timeout=5)
 
 
 # ---------------------------------------------------------------- signatures
