@@ -2,7 +2,10 @@
 
 Concurrent submissions are committed together by one writer thread (group commit): one
 transaction and one fsync for many senders, each still answered only after the commit
-that holds its message.
+that holds its message. A sender known to be alone (the only connection of an MLLP
+listener, which waits for each ACK) is committed on the event loop itself, on SQLite:
+nothing could join its group, and the two thread hand-offs cost it about a sixth of its
+round trip.
 """
 
 from __future__ import annotations
@@ -63,6 +66,16 @@ class GroupCommitWriter:
             self._thread.join()
             self._started = False
 
+    def commit_here(self, job: IngestJob) -> IngestOutcome:
+        """Commit ``job`` in the calling thread, as the writer would, outside any group."""
+        [outcome] = self._store.ingest([job])
+        self._notify()
+        return outcome
+
+    def _notify(self) -> None:
+        for callback in self.committed:
+            callback()
+
     def submit(self, job: IngestJob) -> asyncio.Future[IngestOutcome]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[IngestOutcome] = loop.create_future()
@@ -94,8 +107,7 @@ class GroupCommitWriter:
                 continue
             for (_, future, loop), outcome in zip(batch, outcomes, strict=True):
                 loop.call_soon_threadsafe(_set_result, future, outcome)
-            for callback in self.committed:
-                callback()
+            self._notify()
 
 
 def _field_errors(exc: EventValidationError) -> tuple[dict[str, str], ...]:
@@ -137,7 +149,7 @@ class Ingestor:
         An invalid body, or one with an event from a source the caller may not speak
         for, is stored as rejected and answered with its field errors.
         """
-        return await self._accept(raw, raw, channel, content_type, source, allowed_sources)
+        return await self._accept(raw, raw, channel, content_type, source, allowed_sources, False)
 
     async def submit_foreign(
         self,
@@ -147,16 +159,18 @@ class Ingestor:
         channel: str,
         content_type: str | None,
         source: str | None = None,
+        alone: bool = False,
     ) -> IngestResult:
         """Store a body received in a foreign format with the events converted from it.
 
         For sources that are not canonical JSON (HL7 v2 over MLLP): the converter's
         event dicts are validated exactly like POSTed events (error paths
         ``events[i]...``) and stored with the original ``raw`` bytes. Answers only after
-        the commit; invalid events reject the whole body, kept raw as rejected.
+        the commit; invalid events reject the whole body, kept raw as rejected. ``alone``:
+        no other sender is waiting (see the module doc).
         """
         canonical = orjson.dumps(list(events))
-        return await self._accept(raw, canonical, channel, content_type, source, None)
+        return await self._accept(raw, canonical, channel, content_type, source, None, alone)
 
     async def _accept(
         self,
@@ -166,6 +180,7 @@ class Ingestor:
         content_type: str | None,
         source: str | None,
         allowed_sources: frozenset[str] | None,
+        alone: bool,
     ) -> IngestResult:
         """Validate ``canonical`` (events as JSON), then store ``raw`` as accepted or not."""
         now = time.time()
@@ -188,7 +203,17 @@ class Ingestor:
         if errors:
             await self._reject(inbound_id, now, raw, errors, channel, content_type, source)
             return IngestResult(inbound_id, errors=errors)
-        return await self._commit(inbound_id, now, raw, parsed, channel, content_type, source)
+        job = self._job(inbound_id, now, raw, parsed, channel, content_type, source)
+        if alone and self.store.sqlite:
+            outcome = self.writer.commit_here(job)
+        else:
+            outcome = await self.writer.submit(job)
+        if outcome.conflicts:
+            self.metrics.rejected.inc()
+        for new, answer in zip(job.events, outcome.answers, strict=False):
+            if not answer.replayed:
+                self.metrics.received.labels(new.type).inc()
+        return IngestResult(inbound_id, outcome)
 
     async def reject(
         self,
@@ -220,7 +245,7 @@ class Ingestor:
         await asyncio.to_thread(self.store.reject, rejected)
         self.metrics.rejected.inc()
 
-    async def _commit(
+    def _job(
         self,
         inbound_id: str,
         now: float,
@@ -229,7 +254,7 @@ class Ingestor:
         channel: str,
         content_type: str | None,
         source: str | None,
-    ) -> IngestResult:
+    ) -> IngestJob:
         new_events = []
         for event in parsed:
             body = dump_event(event)
@@ -248,7 +273,7 @@ class Ingestor:
                     deliveries=self.router.fan_out(body, now),
                 )
             )
-        job = IngestJob(
+        return IngestJob(
             inbound_id=inbound_id,
             received_at=now,
             channel=channel,
@@ -257,10 +282,3 @@ class Ingestor:
             raw=raw,
             events=tuple(new_events),
         )
-        outcome = await self.writer.submit(job)
-        if outcome.conflicts:
-            self.metrics.rejected.inc()
-        for new, answer in zip(new_events, outcome.answers, strict=False):
-            if not answer.replayed:
-                self.metrics.received.labels(new.type).inc()
-        return IngestResult(inbound_id, outcome)

@@ -54,6 +54,12 @@ class Worker:
 
     Call :meth:`wake` (from any thread) after a commit that created deliveries, so they
     go out without waiting for the next poll.
+
+    ``inline_db`` runs store calls on the event loop instead of a thread: for a worker in
+    a process of its own on SQLite, where nothing else waits on the loop. A store thread
+    there holds SQLite's write lock while it waits for the GIL, which the loop holds
+    while it maps (up to the 5 ms switch interval), so every other writer of the
+    database waits too; inline, the lock is held only while SQLite works.
     """
 
     def __init__(
@@ -64,8 +70,10 @@ class Worker:
         metrics: DeliveryObserver | None = None,
         connectors: Mapping[str, Connector] | None = None,
         name: str | None = None,
+        inline_db: bool = False,
     ) -> None:
         self.store = store
+        self._inline_db = inline_db
         self.plan = plan
         self.metrics: DeliveryObserver = metrics or HubMetrics()
         self.connectors = dict(connectors) if connectors is not None else build_connectors(plan)
@@ -86,6 +94,8 @@ class Worker:
             loop.call_soon_threadsafe(event.set)
 
     async def _db_call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._inline_db:
+            return fn(*args, **kwargs)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._db, lambda: fn(*args, **kwargs))
 

@@ -164,11 +164,12 @@ class MllpMessageHandler:
             default_tz=self.tz,
         )
 
-    async def handle(self, item: bytes | FrameError) -> list[bytes]:
+    async def handle(self, item: bytes | FrameError, *, alone: bool = False) -> list[bytes]:
+        """``alone``: this sender's connection is the listener's only one (see ingest)."""
         try:
             if isinstance(item, FrameError):
                 return await self._frame_error(item)
-            return await self._message(item)
+            return await self._message(item, alone)
         except Exception:
             # A bug here must cost one message (which the sender will resend), never the
             # connection or the listener.
@@ -181,7 +182,7 @@ class MllpMessageHandler:
             await self._store_rejected(raw, verdict, CONTENT_TYPE)  # kept to reproduce the bug
             return self._reply(_msh_or_none(raw), verdict, None)
 
-    async def _message(self, raw: bytes) -> list[bytes]:
+    async def _message(self, raw: bytes, alone: bool) -> list[bytes]:
         msh: MshHeader | None = None
         codec: str | None = None
         try:
@@ -204,10 +205,10 @@ class MllpMessageHandler:
             verdict = _Verdict(code, (ErrorDetail.from_error(exc),))
             await self._store_rejected(raw, verdict, CONTENT_TYPE)
             return self._reply(msh, verdict, codec)
-        verdict = await self._submit(raw, conversion)
+        verdict = await self._submit(raw, conversion, alone)
         return self._reply(msh, verdict, codec)
 
-    async def _submit(self, raw: bytes, conversion: Conversion) -> _Verdict:
+    async def _submit(self, raw: bytes, conversion: Conversion, alone: bool) -> _Verdict:
         try:
             result = await self.ingestor.submit_foreign(
                 raw,
@@ -215,6 +216,7 @@ class MllpMessageHandler:
                 channel=CHANNEL,
                 content_type=CONTENT_TYPE,
                 source=self.peer,
+                alone=alone,
             )
         except Exception:
             log.exception("mllp listener %s could not store a message", self.peer)
@@ -390,7 +392,7 @@ class MllpListener(Listener):
                     break
                 items = decoder.feed(data) if data else decoder.close()
                 for item in items:
-                    replies = await self.handler.handle(item)
+                    replies = await self.handler.handle(item, alone=len(self._connections) == 1)
                     if replies and data:
                         writer.writelines(replies)
                         await writer.drain()

@@ -443,3 +443,36 @@ def _wait_for(condition: Any, timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.02)
+
+
+def test_a_lone_sender_is_committed_on_the_loop_and_concurrent_ones_by_the_writer(
+    hub: RunningHub,
+) -> None:
+    """One connection: nothing could share its commit, so on SQLite it skips the writer
+    thread; with a second connection open, commits go through the group-commit writer."""
+    store = hub.store
+    committed_in: list[str] = []
+    ingest = store.ingest
+
+    def watched(jobs: Any) -> Any:
+        committed_in.append(threading.current_thread().name)
+        return ingest(jobs)
+
+    store.ingest = watched  # type: ignore[method-assign]
+    try:
+        (alone,) = exchange(hub.port, frame(adt("ALONE-1").encode()))
+        other = RawClient(hub.port)
+        try:
+            other.send(frame(adt("TWO-1").encode()))
+            (first,) = other.replies(1)
+            (second,) = exchange(hub.port, frame(adt("TWO-2").encode()))
+        finally:
+            other.close()
+    finally:
+        del store.ingest
+    assert [a.code for a in (alone, first, second)] == ["AA", "AA", "AA"]
+    # On SQLite, the embedded default; PostgreSQL commits always leave the loop.
+    assert committed_in[0] == (hub.thread.name if store.sqlite else "hub-ingest-writer")
+    assert committed_in[-1] == "hub-ingest-writer"
+    assert {m["status"] for m in hub.messages()} == {"accepted"}
+    assert len(hub.messages()) == 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
@@ -264,3 +265,31 @@ def test_a_stateful_mapping_sees_the_incident_so_far(store: Store) -> None:
     seen = {m.incident_id + "/" + str(m.delivery_id): orjson.loads(m.payload) for m in partner.sent}
     assert [v["seen"] for k, v in sorted(seen.items())] == [["e1"], ["e1", "e2"], ["other"]]
     assert {m.content_type for m in partner.sent} == {"text/plain"}
+
+
+@pytest.mark.parametrize("inline_db", [False, True])
+def test_store_calls_run_on_the_loop_only_when_asked(store: Store, inline_db: bool) -> None:
+    plan = make_plan(store.url, mapping="test-worker-stateful")
+    ingest(store, plan, "e1")
+    threads: list[int] = []
+    for name in ("claim", "incident_events", "finish"):
+        method = getattr(store, name)
+
+        def watched(*args: Any, _method: Any = method, **kwargs: Any) -> Any:
+            threads.append(threading.get_ident())
+            return _method(*args, **kwargs)
+
+        setattr(store, name, watched)
+    partner = ScriptedConnector(DELIVERED)
+    worker = Worker(store, plan, connectors={"partner": partner}, inline_db=inline_db)
+    loop_thread: list[int] = []
+
+    async def one_round() -> int:
+        loop_thread.append(threading.get_ident())
+        return await worker.run_once()
+
+    assert asyncio.run(one_round()) == 1
+    assert len(threads) == 3
+    assert [rows(store)[0]["status"]] == ["delivered"]
+    on_loop = [t == loop_thread[0] for t in threads]
+    assert on_loop == [inline_db] * 3
