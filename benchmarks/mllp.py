@@ -264,7 +264,7 @@ def _config(
     return {
         "database_url": database_url,
         "database_sync": sync,
-        "worker": {"processes": args.worker_processes},
+        "worker": {"processes": args.worker_processes},  # "auto" unless told
         "listeners": {"monitors": {"type": "mllp", "host": "127.0.0.1", "port": mllp_port}},
         "destinations": {
             "his": {
@@ -389,9 +389,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--worker-processes",
-        type=int,
-        default=0,
-        help="worker.processes of the hub (0: deliver in the hub's own process)",
+        type=lambda v: v if v == "auto" else int(v),
+        default="auto",
+        help="worker.processes of the hub: auto (its default), or N (0: deliver in the "
+        "hub's own process)",
     )
     parser.add_argument(
         "--receive-only",

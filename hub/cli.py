@@ -69,7 +69,7 @@ def serve(
     runtime = HubRuntime(
         plan,
         with_worker=worker,
-        worker_processes=plan.spec.worker.processes,
+        worker_processes=plan.spec.worker.process_count(),
         config=config_file,
     )
     app = create_app(runtime)

@@ -6,6 +6,7 @@ new connector adds its fields without touching this file.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, Literal
 
@@ -60,16 +61,29 @@ class WorkerSpec(_Spec):
         default=60.0, gt=0, description="A claim not finished by then is claimable again."
     )
     shutdown_grace: float = Field(default=10.0, ge=0, description="Seconds to drain at stop.")
-    processes: int = Field(
-        default=0,
-        ge=0,
-        le=16,
+    processes: int | Literal["auto"] = Field(
+        default="auto",
         description=(
             "Worker processes `hub run` starts beside itself, so delivery does not share "
-            "the receiving process's CPU core; 0 (the default) delivers inside the hub's "
-            "own process. Worth it with more than two cores."
+            "the receiving process's CPU core (and GIL); 0 delivers inside the hub's own "
+            "process. `auto` (the default): 1 where the machine has two CPUs or more, "
+            "else 0."
         ),
     )
+
+    @field_validator("processes", mode="before")
+    @classmethod
+    def _processes(cls, value: Any) -> Any:
+        # Before the union, so a bad value is one problem at worker.processes.
+        if value == "auto" or (type(value) is int and 0 <= value <= 16):
+            return value
+        raise ValueError("must be `auto` or a whole number from 0 to 16")
+
+    def process_count(self) -> int:
+        """``processes`` as a number, ``auto`` resolved on this machine."""
+        if self.processes == "auto":
+            return 1 if (os.cpu_count() or 1) >= 2 else 0
+        return self.processes
 
 
 class WhenSpec(_Spec):

@@ -269,3 +269,19 @@ def test_route_options_are_checked_against_the_mappings_own_spec() -> None:
         plan_from_mapping(raw, env={})
     paths = sorted(p.path for p in caught.value.problems)
     assert paths == ["routes[0].options.colour", "routes[0].options.trigger"]
+
+
+@pytest.mark.parametrize(("cpus", "expected"), [(1, 0), (2, 1), (8, 1), (None, 0)])
+def test_worker_processes_auto_is_one_where_there_are_two_cpus(
+    monkeypatch: pytest.MonkeyPatch, cpus: int | None, expected: int
+) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: cpus)
+    plan = plan_from_mapping({}, env={})
+    assert plan.spec.worker.processes == "auto"
+    assert plan.spec.worker.process_count() == expected
+
+
+def test_worker_processes_may_be_a_number_and_nothing_else() -> None:
+    assert plan_from_mapping({"worker": {"processes": 3}}, env={}).spec.worker.process_count() == 3
+    for bad in (-1, 17, "many"):
+        assert paths(problems_of({"worker": {"processes": bad}})) == ["worker.processes"]
