@@ -3,9 +3,9 @@
 Concurrent submissions are committed together by one writer thread (group commit): one
 transaction and one fsync for many senders, each still answered only after the commit
 that holds its message. A sender known to be alone (the only connection of an MLLP
-listener, which waits for each ACK) is committed on the event loop itself, on SQLite:
-nothing could join its group, and the two thread hand-offs cost it about a sixth of its
-round trip.
+listener, which waits for each ACK) is committed on the event loop itself, on SQLite,
+while the writer is idle: nothing could join its group, and the two thread hand-offs
+cost it about a sixth of its round trip.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ class GroupCommitWriter:
         ] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="hub-ingest-writer", daemon=True)
         self._started = False
+        self._committing = 0  # bodies in the writer's current transaction
         self.committed: list[Callable[[], None]] = []  # called after each commit (wake workers)
 
     def start(self) -> None:
@@ -65,6 +66,11 @@ class GroupCommitWriter:
             self._queue.put(None)
             self._thread.join()
             self._started = False
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued or being committed (a hint: it may change at once)."""
+        return not self._committing and self._queue.empty()
 
     def commit_here(self, job: IngestJob) -> IngestOutcome:
         """Commit ``job`` in the calling thread, as the writer would, outside any group."""
@@ -88,6 +94,7 @@ class GroupCommitWriter:
             item = self._queue.get()
             if item is None:
                 break
+            self._committing = 1
             batch = [item]
             while len(batch) < self._max_batch:
                 try:
@@ -98,13 +105,16 @@ class GroupCommitWriter:
                     stopping = True
                     break
                 batch.append(nxt)
+            self._committing = len(batch)
             try:
                 outcomes = self._store.ingest([job for job, _, _ in batch])
             except Exception as exc:
+                self._committing = 0
                 log.exception("ingest commit failed for %d bodies", len(batch))
                 for _, future, loop in batch:
                     loop.call_soon_threadsafe(_set_exception, future, exc)
                 continue
+            self._committing = 0
             for (_, future, loop), outcome in zip(batch, outcomes, strict=True):
                 loop.call_soon_threadsafe(_set_result, future, outcome)
             self._notify()
@@ -204,7 +214,7 @@ class Ingestor:
             await self._reject(inbound_id, now, raw, errors, channel, content_type, source)
             return IngestResult(inbound_id, errors=errors)
         job = self._job(inbound_id, now, raw, parsed, channel, content_type, source)
-        if alone and self.store.sqlite:
+        if alone and self.store.sqlite and self.writer.idle:
             outcome = self.writer.commit_here(job)
         else:
             outcome = await self.writer.submit(job)

@@ -1,0 +1,105 @@
+"""Where an ingest commit runs: the group-commit writer, or the caller for a lone sender."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hub.config.plan import plan_from_mapping
+from hub.engine.ingest import GroupCommitWriter, Ingestor
+from hub.engine.metrics import HubMetrics
+from hub.engine.routing import Router
+from hub.store.store import Store
+from hub.testing.examples import example_events
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    opened = Store.open(f"sqlite:///{tmp_path / 'hub.db'}", migrate=True)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+class Watched:
+    """Records the thread of every ingest; can hold the writer thread's commits."""
+
+    def __init__(self, store: Store) -> None:
+        self.ingest = store.ingest
+        self.threads: list[str] = []
+        self.hold = threading.Event()
+        self.hold.set()
+        self.writer_waiting = threading.Event()
+        store.ingest = self  # type: ignore[method-assign]
+
+    def __call__(self, jobs: Any) -> Any:
+        name = threading.current_thread().name
+        self.threads.append(name)
+        if name == "hub-ingest-writer":
+            self.writer_waiting.set()
+            self.hold.wait(10)
+        return self.ingest(jobs)
+
+
+def ingestor(store: Store) -> tuple[Ingestor, GroupCommitWriter, list[int]]:
+    plan = plan_from_mapping({"database_url": store.url}, env={})
+    writer = GroupCommitWriter(store)
+    woken: list[int] = []
+    writer.committed.append(lambda: woken.append(1))
+    return Ingestor(store, Router(plan), writer, HubMetrics()), writer, woken
+
+
+async def submit(ingestor: Ingestor, event: dict[str, Any], *, alone: bool) -> Any:
+    return await ingestor.submit_foreign(
+        b"raw", [event], channel="mllp", content_type="application/hl7-v2", alone=alone
+    )
+
+
+def test_a_lone_sender_commits_in_the_callers_thread_while_the_writer_is_idle(
+    store: Store,
+) -> None:
+    watched = Watched(store)
+    ingest, writer, woken = ingestor(store)
+    writer.start()
+    try:
+        events = example_events()
+        lone = asyncio.run(submit(ingest, events[0], alone=True))
+        grouped = asyncio.run(submit(ingest, events[1], alone=False))
+    finally:
+        writer.stop()
+    assert lone.outcome is not None and grouped.outcome is not None
+    assert watched.threads == [threading.current_thread().name, "hub-ingest-writer"]
+    assert woken == [1, 1]  # workers are woken after either commit
+
+
+def test_a_lone_sender_joins_the_writer_while_it_is_committing(store: Store) -> None:
+    watched = Watched(store)
+    ingest, writer, _ = ingestor(store)
+    writer.start()
+    events = example_events()
+
+    async def both() -> list[Any]:
+        watched.hold.clear()
+        first = asyncio.ensure_future(submit(ingest, events[0], alone=False))
+        await asyncio.to_thread(watched.writer_waiting.wait, 10)
+        assert not writer.idle
+        second = asyncio.ensure_future(submit(ingest, events[1], alone=True))
+        await asyncio.sleep(0.05)
+        assert not second.done()  # queued behind the commit in progress, not run here
+        watched.hold.set()
+        return list(await asyncio.gather(first, second))
+
+    try:
+        results = asyncio.run(both())
+    finally:
+        watched.hold.set()
+        writer.stop()
+    assert all(r.outcome is not None and not r.errors for r in results)
+    assert set(watched.threads) == {"hub-ingest-writer"}
+    assert writer.idle
