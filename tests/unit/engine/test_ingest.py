@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from hub.config.plan import plan_from_mapping
 from hub.engine.ingest import GroupCommitWriter, Ingestor
@@ -16,15 +12,6 @@ from hub.engine.metrics import HubMetrics
 from hub.engine.routing import Router
 from hub.store.store import Store
 from hub.testing.examples import example_events
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store.open(f"sqlite:///{tmp_path / 'hub.db'}", migrate=True)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 class Watched:

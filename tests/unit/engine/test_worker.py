@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import orjson
@@ -97,15 +97,6 @@ def ingest(store: Store, plan: Plan, event_id: str, incident: str = "INC-1") -> 
         Router(plan).fan_out(body, now),
     )  # fmt: skip
     store.ingest([IngestJob(new_id(), now, "http", "dispatch", None, orjson.dumps(body), (new,))])
-
-
-@pytest.fixture
-def store(tmp_path: Any) -> Iterator[Store]:
-    opened = Store.open(f"sqlite:///{tmp_path / 'hub.db'}", migrate=True)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def rows(store: Store) -> list[dict[str, Any]]:
