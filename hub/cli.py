@@ -123,8 +123,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        # Alone in its process, a worker on SQLite calls the store on its loop (see Worker).
-        worker = Worker(store, plan, name=args.name, metrics=link, inline_db=store.sqlite)
+        # Alone in its process, a worker calls the store on its own loop (see Worker).
+        worker = Worker(store, plan, name=args.name, metrics=link, inline_db=True)
         if link is not None:
             link.listen(worker.wake, stop)
         await worker.run(stop, ready=link.ready if link is not None else None)
