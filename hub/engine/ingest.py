@@ -3,9 +3,9 @@
 Concurrent submissions are committed together by one writer thread (group commit): one
 transaction and one fsync for many senders, each still answered only after the commit
 that holds its message. A sender known to be alone (the only connection of an MLLP
-listener, which waits for each ACK) is committed on the event loop itself, on SQLite,
-while the writer is idle: nothing could join its group, and the two thread hand-offs
-cost it about a sixth of its round trip.
+listener, which waits for each ACK) is committed on the event loop itself while the
+writer is idle: nothing could join its group, and the two thread hand-offs cost it about
+a sixth of its round trip (SQLite and PostgreSQL alike).
 """
 
 from __future__ import annotations
@@ -214,7 +214,7 @@ class Ingestor:
             await self._reject(inbound_id, now, raw, errors, channel, content_type, source)
             return IngestResult(inbound_id, errors=errors)
         job = self._job(inbound_id, now, raw, parsed, channel, content_type, source)
-        if alone and self.store.sqlite and self.writer.idle:
+        if alone and self.writer.idle:
             outcome = self.writer.commit_here(job)
         else:
             outcome = await self.writer.submit(job)
