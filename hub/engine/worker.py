@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from mappings.base import MappingContext, MappingError, NothingToSend, Payload
 __all__ = ["Worker", "build_connectors", "worker_id"]
 
 log = logging.getLogger("hub.worker")
+_HISTORIES = 1024  # incidents whose last history read is kept (the events are shared)
 T = TypeVar("T")
 
 
@@ -89,6 +91,7 @@ class Worker:
         self._wake: asyncio.Event | None = None
         self._recorded: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._histories: OrderedDict[str, tuple[Mapping[str, Any], ...]] = OrderedDict()
 
     def wake(self) -> None:
         loop, event = self._loop, self._wake
@@ -253,10 +256,7 @@ class Worker:
         options = route.options if route is not None else {}
         incident: tuple[Mapping[str, Any], ...] = ()
         if getattr(function, "needs_incident", False):
-            rows = await self._db_call(
-                self.store.incident_events, c.incident_id, until=c.created_at
-            )
-            incident = tuple(rows)
+            incident = await self._history(c)
         ctx = MappingContext(
             message_id=c.message_id,
             created_at=datetime.fromtimestamp(c.created_at, tz=UTC),
@@ -267,6 +267,21 @@ class Worker:
         assert c.event is not None
         payload: Payload = function(c.event, ctx)
         return payload
+
+    async def _history(self, c: Claimed) -> tuple[Mapping[str, Any], ...]:
+        """The incident's events up to the delivery, read only when the last history
+        read for the incident is not of the length the claim counted (see Claimed)."""
+        known = self._histories.get(c.incident_id)
+        if known is not None and len(known) == c.history_size:
+            self._histories.move_to_end(c.incident_id)
+            return known
+        rows = await self._db_call(self.store.incident_events, c.incident_id, until=c.created_at)
+        history = tuple(rows)
+        self._histories[c.incident_id] = history
+        self._histories.move_to_end(c.incident_id)
+        while len(self._histories) > _HISTORIES:
+            self._histories.popitem(last=False)
+        return history
 
     def _skip(self, c: Claimed, started: float, number: int, reason: str) -> Finished:
         error = reason or "the mapping had nothing to send"

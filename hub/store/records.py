@@ -114,6 +114,10 @@ class Claimed:
     payload: bytes | None
     content_type: str | None
     event: dict[str, Any] | None
+    # Events of the incident received up to created_at: what incident_events(incident_id,
+    # until=created_at) would return, counted. Events are only ever added, so a history
+    # of that length read earlier for the incident is that same history.
+    history_size: int = 0
 
 
 @dataclass(slots=True)

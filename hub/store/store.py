@@ -69,7 +69,10 @@ UPDATE deliveries SET status = 'in_flight', lease_until = ?, claimed_by = ?, upd
 WHERE id IN ({claim})
 RETURNING id, message_id, event_id, incident_id, correlation_id, event_type, route, mapping,
   destination, ordering_key, attempts, created_at, payload, content_type,
-  (SELECT {body} FROM events b WHERE b.event_id = CAST(deliveries.event_id AS TEXT))
+  (SELECT {body} FROM events b WHERE b.event_id = CAST(deliveries.event_id AS TEXT)),
+  (SELECT count(*) FROM events h
+   WHERE h.incident_id = CAST(deliveries.incident_id AS TEXT)
+     AND h.received_at <= deliveries.created_at)
 """
 # The CAST is for SQLite (3.40): a RETURNING column compared bare made it scan every event
 # for every claimed row (a claim cost 0.4 ms at 6,000 events, growing), whereas the CAST
@@ -672,12 +675,13 @@ _CLAIMED_FIELDS = tuple(f.name for f in dataclasses.fields(Claimed))[:12]
 def _claimed(row: Sequence[Any], bodies: BodyCache) -> Claimed:
     """A claim's RETURNING row: Claimed's fields in order, then the event body."""
     fields = dict(zip(_CLAIMED_FIELDS, row, strict=False))
-    payload, content_type, body = row[12:15]
+    payload, content_type, body, history_size = row[12:16]
     return Claimed(
         **fields,
         payload=None if payload is None else bytes(payload),
         content_type=content_type,
         event=bodies.decoded(fields["event_id"], body) if payload is None else None,
+        history_size=int(history_size),
     )
 
 

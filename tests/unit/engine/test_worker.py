@@ -284,3 +284,36 @@ def test_store_calls_run_on_the_loop_only_when_asked(store: Store, inline_db: bo
     assert [rows(store)[0]["status"]] == ["delivered"]
     on_loop = [t == loop_thread[0] for t in threads]
     assert on_loop == [inline_db] * 3
+
+
+def test_deliveries_of_one_history_read_it_once(store: Store) -> None:
+    """Two routes for one event: the second delivery's history is the first one's (the
+    claim counted the same events), so the store is asked once; a new event asks again."""
+    plan = plan_from_mapping(
+        {
+            "database_url": store.url,
+            "destinations": {"partner": {"type": "file", "directory": "unused"}},
+            "routes": [
+                {"name": r, "destination": "partner", "mapping": "test-worker-stateful"}
+                for r in ("his", "emr")
+            ],
+        },
+        env={},
+    )
+    reads: list[str] = []
+    incident_events = store.incident_events
+
+    def counted(incident_id: str, *, until: float) -> Any:
+        reads.append(incident_id)
+        return incident_events(incident_id, until=until)
+
+    store.incident_events = counted  # type: ignore[method-assign]
+    partner = ScriptedConnector(DELIVERED)
+    worker = Worker(store, plan, connectors={"partner": partner})
+    ingest(store, plan, "e1")
+    assert rounds(worker) == 2
+    ingest(store, plan, "e2")
+    assert rounds(worker) == 2
+    assert reads == ["INC-1", "INC-1"]
+    seen = [orjson.loads(m.payload)["seen"] for m in partner.sent]
+    assert seen == [["e1"], ["e1"], ["e1", "e2"], ["e1", "e2"]]

@@ -174,5 +174,6 @@ def test_a_claim_and_the_histories_share_one_decoded_body_per_event(
     again = store.incident_events("INC-1", until=records.tick())
     assert [b["event_id"] for b in history] == ["first", "second"]
     assert claimed.event is history[0]
+    assert claimed.history_size == len(history) == 2
     assert all(a is b for a, b in zip(history, again, strict=True))
     assert history[1] == orjson.loads(orjson.dumps(second.body))
