@@ -29,7 +29,9 @@ from mappings.base import MappingContext, MappingError, NothingToSend, Payload
 __all__ = ["Worker", "build_connectors", "worker_id"]
 
 log = logging.getLogger("hub.worker")
-_HISTORIES = 1024  # incidents whose last history read is kept (the events are shared)
+# Events held in the incident histories a worker keeps (the dicts are the store's shared
+# ones): about 50 MB at ~1 KB per event, however the incidents' lengths are spread.
+_HISTORY_EVENTS = 50_000
 T = TypeVar("T")
 
 
@@ -92,6 +94,7 @@ class Worker:
         self._recorded: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._histories: OrderedDict[str, tuple[Mapping[str, Any], ...]] = OrderedDict()
+        self._history_events = 0  # held in _histories
 
     def wake(self) -> None:
         loop, event = self._loop, self._wake
@@ -277,10 +280,12 @@ class Worker:
             return known
         rows = await self._db_call(self.store.incident_events, c.incident_id, until=c.created_at)
         history = tuple(rows)
+        replaced = self._histories.pop(c.incident_id, ())
         self._histories[c.incident_id] = history
-        self._histories.move_to_end(c.incident_id)
-        while len(self._histories) > _HISTORIES:
-            self._histories.popitem(last=False)
+        self._history_events += len(history) - len(replaced)
+        while self._history_events > _HISTORY_EVENTS and len(self._histories) > 1:
+            _, dropped = self._histories.popitem(last=False)
+            self._history_events -= len(dropped)
         return history
 
     def _skip(self, c: Claimed, started: float, number: int, reason: str) -> Finished:
