@@ -59,7 +59,9 @@ def serve(
     """Run the API (and workers) until SIGINT/SIGTERM; drains before exiting.
 
     Workers run in ``worker.processes`` child processes on the hub.yaml at
-    ``config_file`` (None: the built-in defaults), or in this process when that is 0.
+    ``config_file``, or in this process when that is 0. The children read their plan
+    from that file, so it must be the one ``plan`` came from (None: ``plan`` is the
+    built-in defaults).
     """
     import uvicorn
 

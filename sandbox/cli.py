@@ -55,7 +55,8 @@ def _run(args: argparse.Namespace) -> int:
     if not args.no_play:
         threading.Thread(target=_play, args=(hub_url, partners), daemon=True).start()
     try:
-        serve(plan, port=args.port)
+        # The file too: worker processes read the plan from it, as `hub run` does.
+        serve(plan, port=args.port, config_file=workdir / "hub.yaml")
     finally:
         partners.stop()
     return 0
