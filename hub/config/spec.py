@@ -62,12 +62,13 @@ class WorkerSpec(_Spec):
     )
     shutdown_grace: float = Field(default=10.0, ge=0, description="Seconds to drain at stop.")
     processes: int | Literal["auto"] = Field(
-        default="auto",
+        default=0,
         description=(
             "Worker processes `hub run` starts beside itself, so delivery does not share "
-            "the receiving process's CPU core (and GIL); 0 delivers inside the hub's own "
-            "process. `auto` (the default): 1 where the machine has two CPUs or more, "
-            "else 0."
+            "the receiving process's CPU core (and GIL); 0 (the default: one process) "
+            "delivers inside the hub's own process. `auto`: 1 where the machine has two "
+            "CPUs or more, else 0; on two cores it roughly doubled MLLP throughput "
+            "(benchmarks/README.md)."
         ),
     )
 

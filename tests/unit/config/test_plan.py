@@ -276,9 +276,13 @@ def test_worker_processes_auto_is_one_where_there_are_two_cpus(
     monkeypatch: pytest.MonkeyPatch, cpus: int | None, expected: int
 ) -> None:
     monkeypatch.setattr("os.cpu_count", lambda: cpus)
-    plan = plan_from_mapping({}, env={})
-    assert plan.spec.worker.processes == "auto"
+    plan = plan_from_mapping({"worker": {"processes": "auto"}}, env={})
     assert plan.spec.worker.process_count() == expected
+
+
+def test_by_default_the_hub_delivers_in_its_own_process() -> None:
+    """ARCHITECTURE.md, principle 8: one process with a SQLite file is the default."""
+    assert plan_from_mapping({}, env={}).spec.worker.process_count() == 0
 
 
 def test_worker_processes_may_be_a_number_and_nothing_else() -> None:
