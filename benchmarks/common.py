@@ -8,6 +8,7 @@ the root is on ``sys.path`` (run as a file, ``benchmarks/mappings.py`` would hid
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -43,11 +44,25 @@ __all__ = [
     "summary_ms",
     "wait_delivered",
     "webhook_twin",
+    "worker_processes_option",
     "write_report",
 ]
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def worker_processes_option(parser: argparse.ArgumentParser) -> None:
+    """``--worker-processes``: the hub's ``worker.processes``. The benchmarks measure
+    ``auto`` (one worker process on two CPUs) unless told: the setting recommended there;
+    the hub's own default is 0."""
+    parser.add_argument(
+        "--worker-processes",
+        type=lambda v: v if v == "auto" else int(v),
+        default="auto",
+        help="worker.processes of the hub: auto (default here), or N (0: deliver in the "
+        "hub's own process, the hub's default)",
+    )
 
 
 # ---------------------------------------------------------------- processes

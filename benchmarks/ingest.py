@@ -49,6 +49,7 @@ from benchmarks.common import (
     summary_ms,
     wait_delivered,
     webhook_twin,
+    worker_processes_option,
     write_report,
 )
 from hub.testing.process import HubProcess, start_hub, write_config
@@ -124,9 +125,10 @@ def _message_id(answer: bytes) -> str:
 # ---------------------------------------------------------------- the hub
 
 
-def _config(database_url: str, hook: str) -> dict[str, Any]:
+def _config(database_url: str, hook: str, processes: int | str) -> dict[str, Any]:
     return {
         "database_url": database_url,
+        "worker": {"processes": processes},
         "destinations": {"webhook": {"type": "http", "url": hook}},
         "routes": [{"name": "all", "destination": "webhook"}],
     }
@@ -284,7 +286,9 @@ def run_one(
     workdir.mkdir(parents=True, exist_ok=True)
     profile = profile_folder(args.profile)
     with webhook_twin(workdir / "twin.log") as twin:
-        config = write_config(workdir, _config(database_url, f"{twin.url}/hook"))
+        config = write_config(
+            workdir, _config(database_url, f"{twin.url}/hook", args.worker_processes)
+        )
         with start_hub(config) as hub:
             try:
                 _warm_up(hub, twin)
@@ -341,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--postgres-url", default=os.environ.get("HUB_TEST_DATABASE_URL"))
+    worker_processes_option(parser)
     parser.add_argument("--out", default=str(HERE / "results" / "ingest.json"))
     parser.add_argument(
         "--profile", metavar="DIR", help="record the hub with py-spy into DIR (pip install py-spy)"
@@ -373,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
             "rate": args.rate,
             "duration_s": args.duration,
             "ordering_keys": INCIDENTS,
+            "worker_processes": args.worker_processes,
         },
         results=results,
     )

@@ -52,6 +52,7 @@ from benchmarks.common import (
     stop_process,
     summary_ms,
     wait_delivered,
+    worker_processes_option,
     write_report,
 )
 from hub.testing.process import HubProcess, free_port, start_hub, write_config
@@ -264,7 +265,7 @@ def _config(
     return {
         "database_url": database_url,
         "database_sync": sync,
-        "worker": {"processes": args.worker_processes},  # "auto" unless told
+        "worker": {"processes": args.worker_processes},
         "listeners": {"monitors": {"type": "mllp", "host": "127.0.0.1", "port": mllp_port}},
         "destinations": {
             "his": {
@@ -387,13 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--his-connections", type=int, default=4, help="connections of the mllp destination"
     )
-    parser.add_argument(
-        "--worker-processes",
-        type=lambda v: v if v == "auto" else int(v),
-        default="auto",
-        help="worker.processes of the hub: auto (its default), or N (0: deliver in the "
-        "hub's own process)",
-    )
+    worker_processes_option(parser)
     parser.add_argument(
         "--receive-only",
         action="store_true",

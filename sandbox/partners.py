@@ -38,6 +38,8 @@ def sandbox_config(
     return {
         "database_url": f"sqlite:///{workdir / 'hub.db'}",
         "api": {"host": "127.0.0.1", "port": 8080},
+        # As recommended on two CPUs or more: delivery in a `hub worker` process.
+        "worker": {"processes": "auto"},
         "retry_policies": {
             "default": {"initial_delay": 0.5, "max_delay": 30, "max_attempts": 8},
         },

@@ -1,8 +1,8 @@
 """`hub sandbox` as a developer runs it: every scenario played, every partner served.
 
-The hub delivers in its worker process (the default on two CPUs or more), which reads
-its plan from the sandbox's hub.yaml: a plan that only the parent process knew left
-every partner empty.
+The sandbox runs `worker.processes: auto`: on two CPUs or more the hub delivers in a
+worker process, which reads its plan from the sandbox's hub.yaml (a plan that only the
+parent process knew left every partner empty).
 """
 
 from __future__ import annotations
