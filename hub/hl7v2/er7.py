@@ -514,12 +514,18 @@ def _parse_path(path: str) -> tuple[str, int, int, int, int | None, int | None]:
 
 
 def _element(
-    raw: str, seps: Separators, rep: int, comp: int | None, sub: int | None, codec: str
+    value: str, seps: Separators, rep: int, comp: int | None, sub: int | None, codec: str
 ) -> str:
-    value = _pick(raw, seps.repetition, rep)
-    value = _pick(value, seps.component, comp or 1)
-    value = _pick(value, seps.subcomponent, sub or 1)
-    return unescape(value, seps, codec)
+    # A plain value, the common case, costs four substring tests and no call or split.
+    if rep != 1 or seps.repetition in value:
+        value = _pick(value, seps.repetition, rep)
+    if (comp is not None and comp != 1) or seps.component in value:
+        value = _pick(value, seps.component, comp or 1)
+    if (sub is not None and sub != 1) or seps.subcomponent in value:
+        value = _pick(value, seps.subcomponent, sub or 1)
+    if seps.escape in value:
+        return unescape(value, seps, codec)
+    return value
 
 
 def _pick(value: str, sep: str, index: int) -> str:
@@ -563,20 +569,9 @@ class Segment:
         fields = self._fields
         if field >= len(fields):
             return ""
-        value = fields[field]
         if field <= 2 and self.name == "MSH":
-            return value
-        seps = self.separators
-        # The common case, a plain value, costs four substring tests and no split.
-        if rep != 1 or seps.repetition in value:
-            value = _pick(value, seps.repetition, rep)
-        if (component is not None and component != 1) or seps.component in value:
-            value = _pick(value, seps.component, component or 1)
-        if (subcomponent is not None and subcomponent != 1) or seps.subcomponent in value:
-            value = _pick(value, seps.subcomponent, subcomponent or 1)
-        if seps.escape in value:
-            return unescape(value, seps, self._codec)
-        return value
+            return fields[field]
+        return _element(fields[field], self.separators, rep, component, subcomponent, self._codec)
 
     def repetitions(self, field: int) -> int:
         """How many repetitions field ``field`` holds (0 when empty)."""
