@@ -317,3 +317,19 @@ def test_deliveries_of_one_history_read_it_once(store: Store) -> None:
     assert reads == ["INC-1", "INC-1"]
     seen = [orjson.loads(m.payload)["seen"] for m in partner.sent]
     assert seen == [["e1"], ["e1"], ["e1", "e2"], ["e1", "e2"]]
+
+
+def test_kept_histories_are_bounded_by_the_events_they_hold(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("hub.engine.worker._HISTORY_EVENTS", 2)
+    plan = make_plan(store.url, mapping="test-worker-stateful")
+    worker = Worker(store, plan, connectors={"partner": ScriptedConnector(DELIVERED)})
+    ingest(store, plan, "a1", incident="INC-A")
+    ingest(store, plan, "a2", incident="INC-A")
+    assert rounds(worker) == 2
+    ingest(store, plan, "b1", incident="INC-B")
+    assert rounds(worker) == 1
+    # INC-A's two events and INC-B's one exceed the bound: the oldest incident goes.
+    assert list(worker._histories) == ["INC-B"]
+    assert worker._history_events == 1
