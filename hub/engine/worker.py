@@ -156,6 +156,7 @@ class Worker:
                 lease_seconds=self._spec.lease_seconds,
                 destination=name,
             )
+            await self._prefetch(claimed)
             for c in claimed:
                 self._in_flight[name] += 1
                 task = asyncio.create_task(self._run_one(c))
@@ -274,14 +275,47 @@ class Worker:
     async def _history(self, c: Claimed) -> tuple[Mapping[str, Any], ...]:
         """The incident's events up to the delivery, read only when the last history
         read for the incident is not of the length the claim counted (see Claimed)."""
-        known = self._histories.get(c.incident_id)
-        if known is not None and len(known) == c.history_size:
-            self._histories.move_to_end(c.incident_id)
+        known = self._known_history(c)
+        if known is not None:
             return known
         rows = await self._db_call(self.store.incident_events, c.incident_id, until=c.created_at)
-        history = tuple(rows)
-        replaced = self._histories.pop(c.incident_id, ())
-        self._histories[c.incident_id] = history
+        return self._keep_history(c.incident_id, tuple(rows))
+
+    async def _prefetch(self, claimed: list[Claimed]) -> None:
+        """Read the histories a claim's deliveries will need in one store call: on
+        PostgreSQL each read is a round trip, which the deliveries would take in turn.
+        Should it fail, each delivery reads its own."""
+        wanted = [
+            c
+            for c in claimed
+            if c.payload is None
+            and getattr(_mapping_or_none(c.mapping), "needs_incident", False)
+            and self._known_history(c) is None
+        ]
+        if len(wanted) < 2:
+            return  # one is read by its delivery, as before
+        try:
+            histories = await self._db_call(
+                self.store.incident_histories, [(c.incident_id, c.created_at) for c in wanted]
+            )
+        except Exception:
+            log.exception("could not read %d incident histories at once", len(wanted))
+            return
+        for c, rows in zip(wanted, histories, strict=True):
+            self._keep_history(c.incident_id, tuple(rows))
+
+    def _known_history(self, c: Claimed) -> tuple[Mapping[str, Any], ...] | None:
+        known = self._histories.get(c.incident_id)
+        if known is None or len(known) != c.history_size:
+            return None
+        self._histories.move_to_end(c.incident_id)
+        return known
+
+    def _keep_history(
+        self, incident_id: str, history: tuple[Mapping[str, Any], ...]
+    ) -> tuple[Mapping[str, Any], ...]:
+        replaced = self._histories.pop(incident_id, ())
+        self._histories[incident_id] = history
         self._history_events += len(history) - len(replaced)
         while self._history_events > _HISTORY_EVENTS and len(self._histories) > 1:
             _, dropped = self._histories.popitem(last=False)
@@ -362,6 +396,14 @@ class Worker:
             payload=mapped.body if mapped is not None else None,
             content_type=mapped.content_type if mapped is not None else None,
         )
+
+
+def _mapping_or_none(mapping: str) -> Any:
+    """The mapping function registered as ``mapping``, or None (its delivery fails)."""
+    try:
+        return lookup("mapping", mapping)
+    except RegistryError:
+        return None
 
 
 async def _first_of(*events: asyncio.Event, within: float) -> None:

@@ -333,3 +333,24 @@ def test_kept_histories_are_bounded_by_the_events_they_hold(
     # INC-A's two events and INC-B's one exceed the bound: the oldest incident goes.
     assert list(worker._histories) == ["INC-B"]
     assert worker._history_events == 1
+
+
+def test_a_claims_histories_are_read_in_one_store_call(store: Store) -> None:
+    plan = make_plan(store.url, mapping="test-worker-stateful")
+    for n in range(3):
+        ingest(store, plan, f"e{n}", incident=f"INC-{n}")
+    calls: list[str] = []
+    for name in ("incident_events", "incident_histories"):
+        method = getattr(store, name)
+
+        def counted(*args: Any, _name: str = name, _method: Any = method, **kwargs: Any) -> Any:
+            calls.append(_name)
+            return _method(*args, **kwargs)
+
+        setattr(store, name, counted)
+    partner = ScriptedConnector(DELIVERED)
+    worker = Worker(store, plan, connectors={"partner": partner})
+    assert asyncio.run(worker.run_once()) == 3
+    assert calls == ["incident_histories"]
+    seen = sorted(orjson.loads(m.payload)["seen"] for m in partner.sent)
+    assert seen == [["e0"], ["e1"], ["e2"]]

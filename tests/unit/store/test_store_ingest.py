@@ -177,3 +177,23 @@ def test_a_claim_and_the_histories_share_one_decoded_body_per_event(
     assert claimed.history_size == len(history) == 2
     assert all(a is b for a, b in zip(history, again, strict=True))
     assert history[1] == orjson.loads(orjson.dumps(second.body))
+
+
+def test_several_histories_at_once_are_each_as_read_alone(store: Store, records: Records) -> None:
+    store.ingest([records.job(records.event("a-late", occurred_at=200.0))])
+    first = records.clock
+    store.ingest([records.job(records.event("a-early", occurred_at=100.0))])
+    store.ingest([records.job(records.event("b-1", incident="INC-B", occurred_at=50.0))])
+    later = records.tick()
+    wanted = [("INC-1", later), ("INC-B", later), ("INC-1", first), ("INC-NONE", later)]
+    together = store.incident_histories(wanted)
+    alone = [store.incident_events(incident, until=until) for incident, until in wanted]
+    assert [[b["event_id"] for b in h] for h in together] == [
+        ["a-early", "a-late"],
+        ["b-1"],
+        ["a-late"],
+        [],
+    ]
+    assert all(
+        x is y for h1, h2 in zip(together, alone, strict=True) for x, y in zip(h1, h2, strict=True)
+    )
