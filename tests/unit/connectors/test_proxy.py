@@ -62,35 +62,11 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
         writer.close()
 
 
-class Origin:
-    """The partner: answers every request 200, keep-alive, and records the heads."""
+class RecordingServer:
+    """Reads requests on each connection, keeps their heads, and lets ``answer`` reply;
+    ``answer`` returning False ends the connection."""
 
     def __init__(self) -> None:
-        self.heads: list[bytes] = []
-        self.connections = 0
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            while True:
-                try:
-                    head, _ = await read_request(reader)
-                except (asyncio.IncompleteReadError, OSError):
-                    return
-                self.heads.append(head)
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\ndelivered")
-                await writer.drain()
-        finally:
-            writer.close()
-
-
-class ProxyTwin:
-    """A forward proxy: CONNECT pipes bytes to the target, absolute-form requests are
-    forwarded in origin form; with ``credentials`` it answers 407 without them."""
-
-    def __init__(self, *, credentials: str | None = None, connect_status: int = 200) -> None:
-        self.expected = credentials
-        self.connect_status = connect_status
         self.heads: list[bytes] = []
         self.connections = 0
 
@@ -103,20 +79,65 @@ class ProxyTwin:
                 except (asyncio.IncompleteReadError, OSError):
                     return
                 self.heads.append(head)
-                method, target, _ = request_line(head).split(" ")
-                if self.expected and header(head, "proxy-authorization") != self.expected:
-                    writer.write(
-                        b"HTTP/1.1 407 Proxy Authentication Required\r\n"
-                        b'Proxy-Authenticate: Basic realm="twin"\r\nContent-Length: 0\r\n\r\n'
-                    )
-                    await writer.drain()
+                if not await self.answer(head, body, reader, writer):
                     return
-                if method == "CONNECT":
-                    await self.tunnel(target, reader, writer)
-                    return
-                await self.forward(method, target, head, body, writer)
         finally:
             writer.close()
+
+    async def answer(
+        self,
+        head: bytes,
+        body: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> bool:
+        raise NotImplementedError
+
+
+class Origin(RecordingServer):
+    """The partner: answers every request 200, keep-alive."""
+
+    async def answer(
+        self,
+        head: bytes,
+        body: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\ndelivered")
+        await writer.drain()
+        return True
+
+
+class ProxyTwin(RecordingServer):
+    """A forward proxy: CONNECT pipes bytes to the target, absolute-form requests are
+    forwarded in origin form; with ``credentials`` it answers 407 without them."""
+
+    def __init__(self, *, credentials: str | None = None, connect_status: int = 200) -> None:
+        super().__init__()
+        self.expected = credentials
+        self.connect_status = connect_status
+
+    async def answer(
+        self,
+        head: bytes,
+        body: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> bool:
+        method, target, _ = request_line(head).split(" ")
+        if self.expected and header(head, "proxy-authorization") != self.expected:
+            writer.write(
+                b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                b'Proxy-Authenticate: Basic realm="twin"\r\nContent-Length: 0\r\n\r\n'
+            )
+            await writer.drain()
+            return False
+        if method == "CONNECT":
+            await self.tunnel(target, reader, writer)
+            return False
+        await self.forward(method, target, head, body, writer)
+        return True
 
     async def tunnel(
         self, authority: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
