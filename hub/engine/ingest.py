@@ -5,7 +5,8 @@ transaction and one fsync for many senders, each still answered only after the c
 that holds its message. A sender known to be alone (the only connection of an MLLP
 listener, which waits for each ACK) is committed on the event loop itself while the
 writer is idle: nothing could join its group, and the two thread hand-offs cost it about
-a sixth of its round trip (SQLite and PostgreSQL alike).
+a sixth of its round trip. On SQLite only: a PostgreSQL server that stops answering
+would then hold the whole loop (API, health checks, other listeners), not one thread.
 """
 
 from __future__ import annotations
@@ -214,7 +215,7 @@ class Ingestor:
             await self._reject(inbound_id, now, raw, errors, channel, content_type, source)
             return IngestResult(inbound_id, errors=errors)
         job = self._job(inbound_id, now, raw, parsed, channel, content_type, source)
-        if alone and self.writer.idle:
+        if alone and self.store.sqlite and self.writer.idle:
             outcome = self.writer.commit_here(job)
         else:
             outcome = await self.writer.submit(job)
