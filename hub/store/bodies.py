@@ -55,7 +55,7 @@ class BodyCache:
     ) -> list[dict[str, Any]]:
         """The bodies of ``event_ids`` in order: ``held`` ones, else decoded from ``texts``."""
         decoded = self._keep({i: orjson.loads(texts[i]) for i in event_ids if i not in held})
-        return [held.get(i) or decoded[i] for i in event_ids]
+        return [held[i] if i in held else decoded[i] for i in event_ids]
 
     def _keep(self, new: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """Hold ``new``; a body another thread decoded meanwhile wins, so it stays one object."""

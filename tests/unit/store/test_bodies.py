@@ -30,3 +30,9 @@ def test_the_least_recently_used_body_is_dropped_beyond_the_size() -> None:
     cache.held(["e1"])  # used: e2 is now the oldest
     cache.decoded("e3", b"{}")
     assert set(cache.held(["e1", "e2", "e3"])) == {"e1", "e3"}
+
+
+def test_an_empty_body_held_is_returned_as_held() -> None:
+    cache = BodyCache(4)
+    empty = cache.decoded("e0", b"{}")
+    assert cache.in_order(["e0"], cache.held(["e0"]), {})[0] is empty
