@@ -54,7 +54,7 @@ class GroupCommitWriter:
         ] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="hub-ingest-writer", daemon=True)
         self._started = False
-        self._committing = 0  # bodies in the writer's current transaction
+        self._busy = False  # a batch taken from the queue is being committed
         self.committed: list[Callable[[], None]] = []  # called after each commit (wake workers)
 
     def start(self) -> None:
@@ -71,7 +71,7 @@ class GroupCommitWriter:
     @property
     def idle(self) -> bool:
         """Nothing queued or being committed (a hint: it may change at once)."""
-        return not self._committing and self._queue.empty()
+        return not self._busy and self._queue.empty()
 
     def commit_here(self, job: IngestJob) -> IngestOutcome:
         """Commit ``job`` in the calling thread, as the writer would, outside any group."""
@@ -95,7 +95,7 @@ class GroupCommitWriter:
             item = self._queue.get()
             if item is None:
                 break
-            self._committing = 1
+            self._busy = True
             batch = [item]
             while len(batch) < self._max_batch:
                 try:
@@ -106,16 +106,15 @@ class GroupCommitWriter:
                     stopping = True
                     break
                 batch.append(nxt)
-            self._committing = len(batch)
             try:
                 outcomes = self._store.ingest([job for job, _, _ in batch])
             except Exception as exc:
-                self._committing = 0
+                self._busy = False
                 log.exception("ingest commit failed for %d bodies", len(batch))
                 for _, future, loop in batch:
                     loop.call_soon_threadsafe(_set_exception, future, exc)
                 continue
-            self._committing = 0
+            self._busy = False
             for (_, future, loop), outcome in zip(batch, outcomes, strict=True):
                 loop.call_soon_threadsafe(_set_result, future, outcome)
             self._notify()
