@@ -9,6 +9,7 @@ events added since the last delivery.
 
 from __future__ import annotations
 
+import operator
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -120,7 +121,11 @@ class IncidentMemo(Generic[T]):
 
 def _extends(known: Sequence[Mapping[str, Any]], dicts: Sequence[Mapping[str, Any]]) -> bool:
     """Whether ``dicts`` begins with ``known``, event by event."""
-    return len(dicts) >= len(known) and all(
+    if len(dicts) < len(known):
+        return False
+    if all(map(operator.is_, known, dicts)):  # the usual case, at C speed
+        return True
+    return all(
         a is b or orjson.dumps(a) == orjson.dumps(b) for a, b in zip(known, dicts, strict=False)
     )
 

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from hub.config.plan import Destination, Plan
 from hub.connectors.base import Connector, Outbound, Outcome, SendResult
@@ -93,7 +93,7 @@ class Worker:
         self._wake: asyncio.Event | None = None
         self._recorded: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._histories: OrderedDict[str, tuple[Mapping[str, Any], ...]] = OrderedDict()
+        self._histories: OrderedDict[str, _History] = OrderedDict()
         self._history_events = 0  # held in _histories
 
     def wake(self) -> None:
@@ -279,7 +279,7 @@ class Worker:
         if known is not None:
             return known
         rows = await self._db_call(self.store.incident_events, c.incident_id, until=c.created_at)
-        return self._keep_history(c.incident_id, tuple(rows))
+        return self._keep_history(c.incident_id, tuple(rows), c.created_at)
 
     async def _prefetch(self, claimed: list[Claimed]) -> None:
         """Read the histories a claim's deliveries will need in one store call: on
@@ -302,24 +302,43 @@ class Worker:
             log.exception("could not read %d incident histories at once", len(wanted))
             return
         for c, rows in zip(wanted, histories, strict=True):
-            self._keep_history(c.incident_id, tuple(rows))
+            self._keep_history(c.incident_id, tuple(rows), c.created_at)
 
     def _known_history(self, c: Claimed) -> tuple[Mapping[str, Any], ...] | None:
+        """The history the claim counted, when the kept one is it or lacks only its event.
+
+        A history read up to an earlier ``until`` holds only events received by then, so
+        it cannot hold the claimed event (received at ``created_at``, later); if the
+        claim counts one event more, the claimed event is that one. It goes last when it
+        occurred no earlier than the last kept event (ties go by reception, and it was
+        received last); an event that occurred earlier belongs inside: read again.
+        """
         known = self._histories.get(c.incident_id)
-        if known is None or len(known) != c.history_size:
+        if known is None:
             return None
-        self._histories.move_to_end(c.incident_id)
-        return known
+        events = known.events
+        if len(events) == c.history_size:
+            self._histories.move_to_end(c.incident_id)
+            return events
+        if (
+            len(events) == c.history_size - 1
+            and known.until < c.created_at
+            and c.event is not None
+            and events
+            and _in_order(events[-1], c.event)
+        ):
+            return self._keep_history(c.incident_id, (*events, c.event), c.created_at)
+        return None
 
     def _keep_history(
-        self, incident_id: str, history: tuple[Mapping[str, Any], ...]
+        self, incident_id: str, history: tuple[Mapping[str, Any], ...], until: float
     ) -> tuple[Mapping[str, Any], ...]:
-        replaced = self._histories.pop(incident_id, ())
-        self._histories[incident_id] = history
-        self._history_events += len(history) - len(replaced)
+        replaced = self._histories.pop(incident_id, None)
+        self._histories[incident_id] = _History(history, until)
+        self._history_events += len(history) - (len(replaced.events) if replaced else 0)
         while self._history_events > _HISTORY_EVENTS and len(self._histories) > 1:
             _, dropped = self._histories.popitem(last=False)
-            self._history_events -= len(dropped)
+            self._history_events -= len(dropped.events)
         return history
 
     def _skip(self, c: Claimed, started: float, number: int, reason: str) -> Finished:
@@ -396,6 +415,28 @@ class Worker:
             payload=mapped.body if mapped is not None else None,
             content_type=mapped.content_type if mapped is not None else None,
         )
+
+
+class _History(NamedTuple):
+    """An incident's events as read (or extended) for deliveries created up to ``until``."""
+
+    events: tuple[Mapping[str, Any], ...]
+    until: float
+
+
+def _in_order(last: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether ``new`` occurred no earlier than ``last``; False when either time is
+    unreadable or without an offset (the history is then read, never extended)."""
+    before, after = _occurred(last), _occurred(new)
+    return before is not None and after is not None and before <= after
+
+
+def _occurred(event: Mapping[str, Any]) -> datetime | None:
+    try:
+        at = datetime.fromisoformat(str(event["occurred_at"]))
+    except (KeyError, ValueError):
+        return None
+    return at if at.tzinfo is not None else None
 
 
 def _mapping_or_none(mapping: str) -> Any:

@@ -7,6 +7,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, ClassVar
 
 import orjson
@@ -81,8 +82,10 @@ def make_plan(url: str, mapping: str = "canonical-json", **retry: float) -> Plan
     )
 
 
-def ingest(store: Store, plan: Plan, event_id: str, incident: str = "INC-1") -> None:
-    body = {
+def ingest(
+    store: Store, plan: Plan, event_id: str, incident: str = "INC-1", occurred: str | None = None
+) -> None:
+    body: dict[str, Any] = {
         "event_id": event_id,
         "type": "incident.cancelled",
         "incident_id": incident,
@@ -91,9 +94,13 @@ def ingest(store: Store, plan: Plan, event_id: str, incident: str = "INC-1") -> 
         "data": {"reason": "test"},
     }
     now = time.time()
+    at = now
+    if occurred is not None:
+        body["occurred_at"] = occurred
+        at = datetime.fromisoformat(occurred).timestamp()
     digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
     new = NewEvent(
-        event_id, body["type"], incident, None, "CALL-1", "dispatch", now, body, digest,
+        event_id, body["type"], incident, None, "CALL-1", "dispatch", at, body, digest,
         Router(plan).fan_out(body, now),
     )  # fmt: skip
     store.ingest([IngestJob(new_id(), now, "http", "dispatch", None, orjson.dumps(body), (new,))])
@@ -317,6 +324,39 @@ def test_deliveries_of_one_history_read_it_once(store: Store) -> None:
     assert reads == ["INC-1", "INC-1"]
     seen = [orjson.loads(m.payload)["seen"] for m in partner.sent]
     assert seen == [["e1"], ["e1"], ["e1", "e2"], ["e1", "e2"]]
+
+
+def test_a_history_that_lacks_only_the_claimed_event_is_extended_not_read(
+    store: Store,
+) -> None:
+    """A new event that occurred last is appended to the kept history (the claim counted
+    one event more, and a history read earlier cannot hold it); one that occurred before
+    the kept last event belongs inside, so the history is read again, in order."""
+    plan = make_plan(store.url, mapping="test-worker-stateful")
+    reads: list[str] = []
+    incident_events = store.incident_events
+
+    def counted(incident_id: str, *, until: float) -> Any:
+        reads.append(incident_id)
+        return incident_events(incident_id, until=until)
+
+    store.incident_events = counted  # type: ignore[method-assign]
+    partner = ScriptedConnector(DELIVERED)
+    worker = Worker(store, plan, connectors={"partner": partner})
+    ingest(store, plan, "e1", occurred="2026-11-25T08:00:00+08:00")
+    assert rounds(worker) == 1
+    ingest(store, plan, "e2", occurred="2026-11-25T00:01:00+00:00")  # 08:01 in Beijing
+    assert rounds(worker) == 1
+    assert reads == ["INC-1"]
+    ingest(store, plan, "late", occurred="2026-11-25T08:00:30+08:00")
+    assert rounds(worker) == 1
+    assert reads == ["INC-1", "INC-1"]
+    ingest(store, plan, "no-time")  # without occurred_at: nothing to order by, read
+    assert rounds(worker) == 1
+    assert reads == ["INC-1", "INC-1", "INC-1"]
+    seen = [orjson.loads(m.payload)["seen"] for m in partner.sent]
+    assert seen == [["e1"], ["e1", "e2"], ["e1", "late", "e2"], seen[3]]
+    assert sorted(seen[3]) == ["e1", "e2", "late", "no-time"]
 
 
 def test_kept_histories_are_bounded_by_the_events_they_hold(
