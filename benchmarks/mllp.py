@@ -38,6 +38,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -61,6 +62,8 @@ HERE = Path(__file__).resolve().parent
 
 INCIDENTS = 200  # monitors (one patient, one incident each); ordering keys of the route
 START, END = b"\x0b", b"\x1c\r"
+FIRST_SAMPLE = datetime(2026, 11, 25, 8, 0)
+WARM = 200  # messages sent before the measured phases
 PHASE_TIMEOUT = 300.0  # seconds any one phase may take
 POSTGRES_SETTINGS = ("server_version", "fsync", "synchronous_commit", "wal_sync_method")
 
@@ -144,8 +147,9 @@ def twin_process() -> Iterator[Twin]:
 
 
 def oru(control_id: str, incident: int, minute: int) -> bytes:
-    """An ORU^R01 as a monitor sends it: one sample of six vital signs, original mode."""
-    at = f"20261125{8 + minute // 60 % 12:02d}{minute % 60:02d}00+0800"
+    """An ORU^R01 as a monitor sends it: one sample of six vital signs, original mode,
+    taken ``minute`` minutes after 08:00 on the benchmark's day."""
+    at = (FIRST_SAMPLE + timedelta(minutes=minute)).strftime("%Y%m%d%H%M%S+0800")
     segments = [
         f"MSH|^~\\&|LIFEPAK|AMB-{incident:03d}|HUB|120|{at}||ORU^R01^ORU_R01|{control_id}"
         "|P|2.5.1|||||CHN|UNICODE UTF-8",
@@ -162,8 +166,13 @@ def oru(control_id: str, incident: int, minute: int) -> bytes:
     return START + "\r".join(segments).encode() + b"\r" + END
 
 
-def messages(prefix: str, count: int) -> list[bytes]:
-    return [oru(f"{prefix}{i:07d}", i % INCIDENTS, i // INCIDENTS) for i in range(count)]
+def messages(prefix: str, count: int, first: int = 0) -> list[bytes]:
+    """Messages ``first`` to ``first + count`` of the monitors' stream: each monitor
+    sends one sample a minute, so a later phase goes on where the one before ended (a
+    monitor's clock does not go back)."""
+    return [
+        oru(f"{prefix}{i:07d}", i % INCIDENTS, i // INCIDENTS) for i in range(first, first + count)
+    ]
 
 
 async def _sender(
@@ -228,11 +237,12 @@ def _phase(
     twin: Twin,
     mllp_port: int,
     prefix: str,
-    count: int,
+    span: tuple[int, int],
     connections: int,
     receive_only: bool,
 ) -> Phase:
-    blocks = messages(prefix, count)
+    first, count = span
+    blocks = messages(prefix, count, first)
     base = twin.count()
     cpu = cpu_seconds(hub.pid)
     t0 = time.time()
@@ -304,7 +314,7 @@ def run_one(
         )
         with start_hub(config) as hub:
             try:
-                warm = messages("W", 200)
+                warm = messages("W", WARM)
                 base = twin.count()
                 asyncio.run(_send_all("127.0.0.1", mllp_port, warm, 2))
                 if not args.receive_only:
@@ -317,7 +327,7 @@ def run_one(
                             twin,
                             mllp_port,
                             f"P{n}",
-                            args.messages,
+                            (WARM + n * args.messages, args.messages),
                             connections,
                             args.receive_only,
                         )
