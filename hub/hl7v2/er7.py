@@ -770,6 +770,17 @@ def _escaper(seps: Separators) -> Escaper:
     return escape_text
 
 
+Special: TypeAlias = Callable[[str], object]
+
+
+@lru_cache(maxsize=32)
+def _writing(seps: Separators) -> tuple[Escaper, Special]:
+    """The escaper of ``seps`` and its test: a truthy answer means the text needs
+    escaping. One test of a field's joined texts answers for all its parts, since
+    escaping is per character."""
+    return _escaper(seps), _needs_escape(seps).search
+
+
 def _scalar(value: Scalar, esc: Escaper) -> str:
     if value is None:
         return ""
@@ -799,17 +810,41 @@ def _component(value: Component, seps: Separators, esc: Escaper) -> str:
     return _join([_scalar(v, esc) for v in value], seps.subcomponent)
 
 
-def _field(value: FieldValue, seps: Separators, esc: Escaper) -> str:
+def _texts(values: Sequence[object], special: Special) -> list[str] | None:
+    """``values`` as texts when each is a string needing no escape or None; else None
+    (the caller then writes each value on its own)."""
+    texts = ["" if v is None else v for v in values]
+    try:
+        joined = "".join(texts)  # type: ignore[arg-type]  # TypeError: not all strings
+    except TypeError:
+        return None
+    return None if special(joined) else texts  # type: ignore[return-value]
+
+
+def _field(value: FieldValue, seps: Separators, esc: Escaper, special: Special) -> str:
     # Written for speed: every delivery writes a few hundred of these.
     if value is None:
         return ""
-    if type(value) is str:
-        return esc(value)
+    kind = type(value)
+    if kind is str:
+        return esc(value)  # type: ignore[arg-type]
+    if kind is list or kind is tuple:
+        texts = _texts(value, special)  # type: ignore[arg-type]
+        if texts is not None:
+            return _join(texts, seps.component)
     if isinstance(value, Repeat):
-        return _join([_field(item, seps, esc) for item in value.items], seps.repetition)
+        items = value.items
+        return _join([_field(item, seps, esc, special) for item in items], seps.repetition)
     if isinstance(value, _SCALARS):
         return _scalar(value, esc)
     return _join([_component(c, seps, esc) for c in value], seps.component)
+
+
+@lru_cache(maxsize=256)
+def _segment_id(name: str) -> str:
+    if len(name) != 3 or not name.isascii() or not name.isalnum():
+        raise ValueError(f"bad segment id {name!r}")
+    return name
 
 
 def build_segment(
@@ -821,14 +856,24 @@ def build_segment(
     subcomponents), :class:`Repeat` repeats and :class:`Raw` is written as is; trailing
     empty fields and components are dropped.
     """
-    if len(name) != 3 or not name.isascii() or not name.isalnum():
-        raise ValueError(f"bad segment id {name!r}")
-    esc = _escaper(seps)
-    body = _join([_field(f, seps, esc) for f in fields], seps.field)
+    _segment_id(name)
+    esc, special = _DEFAULT_WRITING if seps is DEFAULT_SEPARATORS else _writing(seps)
+    parts = []
+    for f in fields:
+        if f is None:
+            parts.append("")
+        elif type(f) is str:
+            parts.append(esc(f) if special(f) else f)
+        else:
+            parts.append(_field(f, seps, esc, special))
+    body = _join(parts, seps.field)
     if name == "MSH":
         head = f"MSH{seps.field}{seps.encoding_characters}"
         return f"{head}{seps.field}{body}" if body else head
     return f"{name}{seps.field}{body}" if body else name
+
+
+_DEFAULT_WRITING = _writing(DEFAULT_SEPARATORS)
 
 
 class Er7Writer:

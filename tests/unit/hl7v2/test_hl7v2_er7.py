@@ -374,3 +374,38 @@ def test_segment_get_reads_each_element_as_its_nesting_says(
     assert segment.get(1, comp, sub, rep=rep) == _element_by_splitting(field, rep, comp, sub)
     assert segment.get(1) == _element_by_splitting(field, 1, 1, 1)
     assert segment.get(2, comp) == ""
+
+
+_scalar_values = st.one_of(
+    st.none(), st.text(alphabet="ab中|^~&\\\r", max_size=6), st.integers(-5, 99)
+)
+_components = st.one_of(_scalar_values, st.lists(_scalar_values, max_size=3))
+
+
+def _reference_segment(name: str, fields: list[Any]) -> str:
+    """Each value escaped on its own, trailing empties dropped: what the writer's
+    one-test-per-field shortcut must equal."""
+
+    def text(value: Any) -> str:
+        return "" if value is None else escape(str(value))
+
+    def joined(parts: list[str], sep: str) -> str:
+        while parts and not parts[-1]:
+            parts.pop()
+        return sep.join(parts)
+
+    def field(value: Any) -> str:
+        if not isinstance(value, list):
+            return text(value)
+        return joined(
+            [joined([text(s) for s in c], "&") if isinstance(c, list) else text(c) for c in value],
+            "^",
+        )
+
+    body = joined([field(f) for f in fields], "|")
+    return f"{name}|{body}" if body else name
+
+
+@given(fields=st.lists(st.one_of(_scalar_values, st.lists(_components, max_size=4)), max_size=6))
+def test_a_segment_is_written_as_each_value_escaped_on_its_own(fields: list[Any]) -> None:
+    assert build_segment("OBX", fields) == _reference_segment("OBX", fields)
