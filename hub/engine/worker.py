@@ -32,6 +32,7 @@ log = logging.getLogger("hub.worker")
 # Events held in the incident histories a worker keeps (the dicts are the store's shared
 # ones): about 50 MB at ~1 KB per event, however the incidents' lengths are spread.
 _HISTORY_EVENTS = 50_000
+_MAX_PAUSE = 10.0  # seconds between claims while the database keeps failing
 T = TypeVar("T")
 
 
@@ -119,10 +120,22 @@ class Worker:
             await connector.start()
         if ready is not None:
             ready()
+        failures = 0
         try:
             while not stop.is_set():
                 self._wake.clear()
-                if await self._claim_and_start():
+                try:
+                    started = await self._claim_and_start()
+                except Exception:
+                    # The database is away (a restart, a full disk, a stuck server): wait
+                    # and ask again, however long it takes; what was claimed goes on.
+                    failures += 1
+                    pause = min(self._spec.poll_interval * 2 ** min(failures, 10), _MAX_PAUSE)
+                    log.exception("could not claim deliveries; trying again in %.1f s", pause)
+                    await _first_of(stop, within=pause)
+                    continue
+                failures = 0
+                if started:
                     continue
                 await _first_of(stop, self._wake, within=self._spec.poll_interval)
             await self._drain()

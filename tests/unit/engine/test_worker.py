@@ -394,3 +394,48 @@ def test_a_claims_histories_are_read_in_one_store_call(store: Store) -> None:
     assert calls == ["incident_histories"]
     seen = sorted(orjson.loads(m.payload)["seen"] for m in partner.sent)
     assert seen == [["e0"], ["e1"], ["e2"]]
+
+
+def test_a_failed_claim_is_logged_and_tried_again_not_the_end_of_delivery(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database may fail for a while (a PostgreSQL restart, a full disk): the
+    worker's loop must outlive it, or deliveries stop until the hub is restarted."""
+    plan = plan_from_mapping(
+        {
+            "database_url": store.url,
+            "worker": {"poll_interval": 0.01},
+            "destinations": {"partner": {"type": "file", "directory": "unused"}},
+            "routes": [{"name": "r", "destination": "partner", "mapping": "canonical-json"}],
+        },
+        env={},
+    )
+    claim = store.claim
+    failures = [RuntimeError("database unavailable")] * 2
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return claim(*args, **kwargs)
+
+    store.claim = flaky  # type: ignore[method-assign]
+    ingest(store, plan, "e1")
+    partner = ScriptedConnector(DELIVERED)
+    worker = Worker(store, plan, connectors={"partner": partner})
+
+    async def run_until_delivered() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        for _ in range(500):
+            if partner.sent or task.done():
+                break
+            await asyncio.sleep(0.01)
+        stop.set()
+        await task
+
+    with caplog.at_level("ERROR", logger="hub.worker"):
+        asyncio.run(run_until_delivered())
+    assert [m.message_id for m in partner.sent] == [rows(store)[0]["message_id"]]
+    assert rows(store)[0]["status"] == "delivered"
+    assert failures == []
+    assert sum("could not claim" in r.message for r in caplog.records) == 2
