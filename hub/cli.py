@@ -112,10 +112,14 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from hub.store.store import Store
 
     plan = load_config(args.config)
+    # The worker runs its store calls on its own loop: on PostgreSQL a statement the
+    # server holds fails within half a lease, to be logged and retried, rather than
+    # stall the process until its claims expire.
     store = Store.open(
         plan.database_url,
         migrate=plan.database_url.startswith("sqlite"),
         sync=plan.spec.database_sync,
+        statement_timeout=plan.spec.worker.lease_seconds / 2,
     )
 
     link = ChildLink(args.link_fd) if args.link_fd is not None else None

@@ -26,6 +26,9 @@ __all__ = ["READ_ONLY", "SqliteSync", "alembic_config", "is_sqlite", "make_engin
 READ_ONLY = "hub_read_only"  # execution option: this connection only reads
 SqliteSync = Literal["full", "normal"]
 _SYNCHRONOUS: dict[str, str] = {"full": "FULL", "normal": "NORMAL"}
+# libpq: probe an idle connection after 30 s, every 10 s, give up after 3 unanswered.
+_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10}
+_KEEPALIVES |= {"keepalives_count": 3}
 
 
 def is_sqlite(url: str) -> bool:
@@ -36,13 +39,25 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def make_engine(url: str, *, pool_size: int = 8, sync: SqliteSync = "full") -> Engine:
+def make_engine(
+    url: str,
+    *,
+    pool_size: int = 8,
+    sync: SqliteSync = "full",
+    statement_timeout: float | None = None,
+) -> Engine:
     """An engine configured for the hub's access pattern on either back end.
 
     ``sync`` is SQLite's durability (``PRAGMA synchronous`` in WAL mode): ``full`` fsyncs
     every commit (power-loss safe); ``normal`` fsyncs only at checkpoints, so a commit
     survives a crash of this process but not an OS crash or power loss. Ignored for
     PostgreSQL.
+
+    ``statement_timeout`` (seconds, PostgreSQL only): a statement the server has not
+    finished by then fails, and TCP keepalives notice a server or network gone silent
+    within about a minute, so a caller waiting on the database (a worker process runs
+    its store calls on its event loop) gets an error to log and retry instead of
+    hanging. Not for migrations, whose index builds may run longer.
     """
     if sync not in _SYNCHRONOUS:
         raise ValueError(f"sync must be one of {sorted(_SYNCHRONOUS)}, not {sync!r}")
@@ -57,8 +72,20 @@ def make_engine(url: str, *, pool_size: int = 8, sync: SqliteSync = "full") -> E
     if parsed.get_backend_name() != "sqlite":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
+        connect_args: dict[str, Any] = {}
+        if statement_timeout is not None:
+            # Added to the URL's own options (a search_path, say): these replace them.
+            given = parsed.query.get("options", ())
+            options = [given] if isinstance(given, str) else list(given)
+            options.append(f"-c statement_timeout={round(statement_timeout * 1000)}")
+            connect_args = {"options": " ".join(options), **_KEEPALIVES}
         return create_engine(
-            parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, **json_args
+            parsed,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=True,
+            connect_args=connect_args,
+            **json_args,
         )
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

@@ -138,10 +138,13 @@ class Store:
         engine: Engine | None = None,
         pool_size: int = 8,
         sync: SqliteSync = "full",
+        statement_timeout: float | None = None,
     ) -> None:
         self.url = url
         self.sqlite = is_sqlite(url)
-        self.engine = engine or make_engine(url, pool_size=pool_size, sync=sync)
+        self.engine = engine or make_engine(
+            url, pool_size=pool_size, sync=sync, statement_timeout=statement_timeout
+        )
         # Delivery bookkeeping (claim, finish) need not be fsynced: lost on power loss, a
         # claim returns to the queue and a recorded attempt is sent again under the same
         # message id (at least once, as after any crash). On SQLite with synchronous=FULL
@@ -151,7 +154,6 @@ class Store:
         self._bookkeeping = self.engine
         if engine is None and self.sqlite and sync == "full" and _on_disk(url):
             self._bookkeeping = make_engine(url, pool_size=pool_size, sync="normal")
-        lock = "" if self.sqlite else _SKIP_LOCKED
         self._driver = Driver(self.engine)
         self._bookkeeping_driver = Driver(self._bookkeeping)
         lock = "" if self.sqlite else _SKIP_LOCKED
@@ -175,10 +177,17 @@ class Store:
 
     @classmethod
     def open(
-        cls, url: str, *, migrate: bool = False, pool_size: int = 8, sync: SqliteSync = "full"
+        cls,
+        url: str,
+        *,
+        migrate: bool = False,
+        pool_size: int = 8,
+        sync: SqliteSync = "full",
+        statement_timeout: float | None = None,
     ) -> Store:
-        """``sync``: SQLite commit durability, hub.yaml ``database_sync`` (see database)."""
-        store = cls(url, pool_size=pool_size, sync=sync)
+        """``sync``: SQLite commit durability, hub.yaml ``database_sync``;
+        ``statement_timeout``: PostgreSQL only (see database.make_engine)."""
+        store = cls(url, pool_size=pool_size, sync=sync, statement_timeout=statement_timeout)
         if migrate:
             upgrade(store.engine)
         return store
