@@ -80,7 +80,6 @@ class Worker:
         inline_db: bool = False,
     ) -> None:
         self.store = store
-        self._inline_db = inline_db
         self.plan = plan
         self.metrics: DeliveryObserver = metrics or HubMetrics()
         self.connectors = dict(connectors) if connectors is not None else build_connectors(plan)
@@ -90,7 +89,11 @@ class Worker:
         self._in_flight = dict.fromkeys(plan.destinations, 0)
         self._tasks: set[asyncio.Task[None]] = set()
         self._results: list[tuple[Claimed, Finished]] = []
-        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-worker-db")
+        self._db = (
+            None
+            if inline_db
+            else ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-worker-db")
+        )
         self._wake: asyncio.Event | None = None
         self._recorded: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -103,7 +106,7 @@ class Worker:
             loop.call_soon_threadsafe(event.set)
 
     async def _db_call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        if self._inline_db:
+        if self._db is None:
             return fn(*args, **kwargs)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._db, lambda: fn(*args, **kwargs))
@@ -142,7 +145,8 @@ class Worker:
         finally:
             for connector in self.connectors.values():
                 await connector.close()
-            self._db.shutdown(wait=True)
+            if self._db is not None:
+                self._db.shutdown(wait=True)
 
     async def run_once(self) -> int:
         """Claim one round for every destination, deliver and record it; the number handled.
