@@ -36,11 +36,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar, cast
 
 from benchmarks.common import (
     DEFAULT_PG,
@@ -59,6 +59,7 @@ from benchmarks.common import (
 from hub.testing.process import HubProcess, free_port, start_hub, write_config
 
 HERE = Path(__file__).resolve().parent
+T = TypeVar("T")
 
 INCIDENTS = 200  # monitors (one patient, one incident each); ordering keys of the route
 START, END = b"\x0b", b"\x1c\r"
@@ -175,42 +176,94 @@ def messages(prefix: str, count: int, first: int = 0) -> list[bytes]:
     ]
 
 
-async def _sender(
-    host: str, port: int, queue: list[bytes], latencies: list[float], deadline: float
-) -> float:
-    """One monitor connection: send, wait for the ACK, send the next; the last ACK time."""
-    reader, writer = await asyncio.open_connection(host, port)
-    last = 0.0
-    clock = time.perf_counter
-    try:
-        while queue and time.monotonic() < deadline:
-            block = queue.pop()
-            started = clock()
-            writer.write(block)
-            reply = await asyncio.wait_for(reader.readuntil(END), 30)
-            latencies.append(clock() - started)
-            if b"MSA|AA|" not in reply:
-                raise RuntimeError(f"the hub did not accept a message: {reply[:300]!r}")
-            last = time.time()
-    finally:
-        writer.close()
-        with contextlib.suppress(Exception):
-            await writer.wait_closed()
-    return last
+class _Monitor(asyncio.Protocol):
+    """One monitor connection: send, wait for the ACK, send the next.
+
+    A protocol on uvloop rather than a stream with a timeout per read: the generator's
+    own work is on every round trip of a connection, so it is kept small (the phase as a
+    whole has one timeout).
+    """
+
+    def __init__(self, queue: list[bytes], latencies: list[float]) -> None:
+        self.queue = queue
+        self.latencies = latencies
+        self.done: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.started = 0.0
+        self.last = 0.0  # time of the last ACK
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._send_next()
+
+    def _send_next(self) -> None:
+        assert self.transport is not None
+        if not self.queue:
+            self._finish(None)
+            return
+        block = self.queue.pop()
+        self.started = time.perf_counter()
+        self.transport.write(block)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(END)
+        if end < 0:
+            return
+        reply, self.buffer = self.buffer[: end + len(END)], self.buffer[end + len(END) :]
+        self.latencies.append(time.perf_counter() - self.started)
+        if b"MSA|AA|" not in reply:
+            self._finish(RuntimeError(f"the hub did not accept a message: {reply[:300]!r}"))
+            return
+        self.last = time.time()
+        self._send_next()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish(exc or ConnectionError("the hub closed the connection"))
+
+    def _finish(self, error: BaseException | None) -> None:
+        if not self.done.done():
+            if error is None:
+                self.done.set_result(self.last)
+            else:
+                self.done.set_exception(error)
 
 
 async def _send_all(
     host: str, port: int, blocks: list[bytes], connections: int
 ) -> tuple[float, list[float]]:
+    """Send ``blocks`` over ``connections`` monitors; the last ACK time and latencies."""
     queue = list(reversed(blocks))
     latencies: list[float] = []
-    deadline = time.monotonic() + PHASE_TIMEOUT
-    lasts = await asyncio.gather(
-        *(_sender(host, port, queue, latencies, deadline) for _ in range(connections))
-    )
-    if queue:
-        raise RuntimeError(f"{len(queue)} messages not sent within {PHASE_TIMEOUT}s")
+    loop = asyncio.get_running_loop()
+    monitors: list[_Monitor] = []
+    try:
+        for _ in range(connections):
+            _, monitor = await loop.create_connection(
+                lambda: _Monitor(queue, latencies), host, port
+            )
+            monitors.append(monitor)
+        try:
+            lasts = await asyncio.wait_for(
+                asyncio.gather(*(m.done for m in monitors)), PHASE_TIMEOUT
+            )
+        except TimeoutError:
+            raise RuntimeError(f"{len(queue)} messages not sent within {PHASE_TIMEOUT}s") from None
+    finally:
+        for monitor in monitors:
+            if monitor.transport is not None:
+                monitor.transport.close()
     return max(lasts), latencies
+
+
+def _run(main: Coroutine[Any, Any, T]) -> T:
+    """Run on uvloop where installed (as the hub does), else asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 # ---------------------------------------------------------------- measurements
@@ -246,7 +299,7 @@ def _phase(
     base = twin.count()
     cpu = cpu_seconds(hub.pid)
     t0 = time.time()
-    last_ack, latencies = asyncio.run(_send_all("127.0.0.1", mllp_port, blocks, connections))
+    last_ack, latencies = _run(_send_all("127.0.0.1", mllp_port, blocks, connections))
     done = None
     if not receive_only:
         _wait_delivered(hub, twin, base + count)
@@ -316,7 +369,7 @@ def run_one(
             try:
                 warm = messages("W", WARM)
                 base = twin.count()
-                asyncio.run(_send_all("127.0.0.1", mllp_port, warm, 2))
+                _run(_send_all("127.0.0.1", mllp_port, warm, 2))
                 if not args.receive_only:
                     _wait_delivered(hub, twin, base + len(warm))
                 for n, connections in enumerate(args.connections):
@@ -409,12 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", metavar="DIR", help="py-spy the hub into DIR")
     args = parser.parse_args(argv)
     if args.serve_twin:
-        try:
-            import uvloop
-
-            uvloop.run(_serve_twin())
-        except ImportError:
-            asyncio.run(_serve_twin())
+        _run(_serve_twin())
         return 0
     if args.messages < 1 or args.messages > 1_000_000:
         parser.error("--messages must be between 1 and 1,000,000")
