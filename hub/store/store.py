@@ -30,7 +30,7 @@ from hub.store.records import (
     IngestOutcome,
     Rejected,
 )
-from hub.store.tables import attempts, audit_log, deliveries, events, inbound_messages
+from hub.store.tables import OPEN_ROWS, attempts, audit_log, deliveries, events, inbound_messages
 from hub.store.writelock import WriteLock
 
 __all__ = ["MessagePage", "QueueStat", "ResendError", "Store"]
@@ -48,7 +48,7 @@ _OPEN = (DeliveryStatus.PENDING.value, DeliveryStatus.IN_FLIGHT.value)
 # table not yet analyzed it planned the anti-join as a nested loop over every open row of
 # the destination (quadratic: 1.1 s per claim at 5,000 pending).
 _CLAIM = """
-SELECT d.id FROM deliveries d
+SELECT d.id FROM deliveries d{indexed}
 WHERE d.status IN ('pending', 'in_flight')
   AND ((d.status = 'pending' AND d.next_attempt_at <= ?)
        OR (d.status = 'in_flight' AND d.lease_until < ?))
@@ -60,6 +60,9 @@ WHERE d.status IN ('pending', 'in_flight')
 ORDER BY d.id
 LIMIT ?
 """
+# SQLite, claiming for every destination: the open rows' partial index, read whole and
+# sorted by id, rather than the table in id order from its first delivery ever.
+_SQLITE_ALL_OPEN = " INDEXED BY ix_deliveries_open"
 # PostgreSQL: rows another worker is claiming are skipped, not waited for. The head test
 # still sees those rows, so a second worker can never take the next row of the same key.
 _SKIP_LOCKED = " FOR UPDATE OF d SKIP LOCKED"
@@ -161,7 +164,7 @@ class Store:
         self._claim_sql = {
             only: self._driver.sql(
                 _CLAIM_UPDATE.format(
-                    claim=_CLAIM.format(only="AND d.destination = ?" if only else "") + lock,
+                    claim=self._claim_select(only) + lock,
                     body=body,
                 )
             )
@@ -218,6 +221,11 @@ class Store:
         """A connection for reads only: on SQLite it takes no write lock (see database)."""
         with self.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
             yield conn
+
+    def _claim_select(self, only_one_destination: bool) -> str:
+        if only_one_destination:
+            return _CLAIM.format(indexed="", only="AND d.destination = ?")
+        return _CLAIM.format(indexed=_SQLITE_ALL_OPEN if self.sqlite else "", only="")
 
     def ping(self) -> None:
         """Raise if the database does not answer; for readiness probes."""
@@ -472,7 +480,9 @@ class Store:
         database (the embedded SQLite default); elsewhere a dead worker's claims come
         back when their lease ends, or at once when whoever saw it die names it.
         """
-        stmt = update(deliveries).where(deliveries.c.status == DeliveryStatus.IN_FLIGHT.value)
+        # OPEN_ROWS as written in the partial indexes, so SQLite reads open rows only.
+        in_flight = deliveries.c.status == DeliveryStatus.IN_FLIGHT.value
+        stmt = update(deliveries).where(OPEN_ROWS, in_flight)
         if worker is not None:
             stmt = stmt.where(deliveries.c.claimed_by == worker)
         with self._write() as conn:
@@ -647,7 +657,7 @@ class Store:
         d = deliveries
         stmt = (
             select(d.c.destination, d.c.status, func.count(), func.min(d.c.created_at))
-            .where(d.c.status.in_(_OPEN))
+            .where(OPEN_ROWS)  # as written in the partial indexes: open rows only
             .group_by(d.c.destination, d.c.status)
         )
         acc: dict[str, list[Any]] = {}

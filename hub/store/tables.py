@@ -19,7 +19,15 @@ from sqlalchemy import (
     text,
 )
 
-__all__ = ["attempts", "audit_log", "deliveries", "events", "inbound_messages", "metadata"]
+__all__ = [
+    "OPEN_ROWS",
+    "attempts",
+    "audit_log",
+    "deliveries",
+    "events",
+    "inbound_messages",
+    "metadata",
+]
 
 metadata = MetaData(
     naming_convention={
@@ -72,7 +80,7 @@ events = Table(
 
 # Written exactly as the claim query writes it: SQLite uses a partial index only for a
 # query term that matches the index's WHERE.
-_OPEN_ROWS = text("status IN ('pending', 'in_flight')")
+OPEN_ROWS = text("status IN ('pending', 'in_flight')")
 
 # The outbox. id order is ingest order: FIFO per (destination, ordering_key) follows it.
 deliveries = Table(
@@ -100,27 +108,25 @@ deliveries = Table(
     Column("last_error", Text),
     Column("payload", LargeBinary),  # mapped once, then the same bytes on every retry
     Column("content_type", String(128)),
-    Index("ix_deliveries_status_next", "status", "next_attempt_at"),
-    Index("ix_deliveries_key", "destination", "ordering_key", "id"),
     # The claim reads only open rows. These partial indexes hold just those, so a claim
     # costs the same however much delivered history the table keeps (see store._CLAIM).
     Index(
         "ix_deliveries_open",
         "destination",
         "id",
-        sqlite_where=_OPEN_ROWS,
-        postgresql_where=_OPEN_ROWS,
+        sqlite_where=OPEN_ROWS,
+        postgresql_where=OPEN_ROWS,
     ),
     Index(
         "ix_deliveries_open_key",
         "destination",
         "ordering_key",
         "id",
-        sqlite_where=_OPEN_ROWS,
-        postgresql_where=_OPEN_ROWS,
+        sqlite_where=OPEN_ROWS,
+        postgresql_where=OPEN_ROWS,
     ),
-    Index("ix_deliveries_event_id", "event_id"),
-    Index("ix_deliveries_incident_id", "incident_id"),
+    Index("ix_deliveries_event_id", "event_id"),  # a replayed event's answer
+    Index("ix_deliveries_inbound_id", "inbound_id"),  # a message's deliveries (browser)
 )
 
 # Every try of a delivery with what the partner answered.
