@@ -106,6 +106,19 @@ def ingest(
     store.ingest([IngestJob(new_id(), now, "http", "dispatch", None, orjson.dumps(body), (new,))])
 
 
+def history_reads(store: Store) -> list[str]:
+    """The incident of each history the store is asked for, from now on."""
+    reads: list[str] = []
+    incident_events = store.incident_events
+
+    def counted(incident_id: str, *, until: float) -> Any:
+        reads.append(incident_id)
+        return incident_events(incident_id, until=until)
+
+    store.incident_events = counted  # type: ignore[method-assign]
+    return reads
+
+
 def rows(store: Store) -> list[dict[str, Any]]:
     with store.engine.connect() as conn:
         return [
@@ -307,14 +320,7 @@ def test_deliveries_of_one_history_read_it_once(store: Store) -> None:
         },
         env={},
     )
-    reads: list[str] = []
-    incident_events = store.incident_events
-
-    def counted(incident_id: str, *, until: float) -> Any:
-        reads.append(incident_id)
-        return incident_events(incident_id, until=until)
-
-    store.incident_events = counted  # type: ignore[method-assign]
+    reads = history_reads(store)
     partner = ScriptedConnector(DELIVERED)
     worker = Worker(store, plan, connectors={"partner": partner})
     ingest(store, plan, "e1")
@@ -333,14 +339,7 @@ def test_a_history_that_lacks_only_the_claimed_event_is_extended_not_read(
     one event more, and a history read earlier cannot hold it); one that occurred before
     the kept last event belongs inside, so the history is read again, in order."""
     plan = make_plan(store.url, mapping="test-worker-stateful")
-    reads: list[str] = []
-    incident_events = store.incident_events
-
-    def counted(incident_id: str, *, until: float) -> Any:
-        reads.append(incident_id)
-        return incident_events(incident_id, until=until)
-
-    store.incident_events = counted  # type: ignore[method-assign]
+    reads = history_reads(store)
     partner = ScriptedConnector(DELIVERED)
     worker = Worker(store, plan, connectors={"partner": partner})
     ingest(store, plan, "e1", occurred="2026-11-25T08:00:00+08:00")
