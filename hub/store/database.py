@@ -27,8 +27,12 @@ READ_ONLY = "hub_read_only"  # execution option: this connection only reads
 SqliteSync = Literal["full", "normal"]
 _SYNCHRONOUS: dict[str, str] = {"full": "FULL", "normal": "NORMAL"}
 # libpq: probe an idle connection after 30 s, every 10 s, give up after 3 unanswered.
-_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10}
-_KEEPALIVES |= {"keepalives_count": 3}
+_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
 
 
 def is_sqlite(url: str) -> bool:

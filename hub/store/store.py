@@ -223,6 +223,7 @@ class Store:
             yield conn
 
     def _claim_select(self, only_one_destination: bool) -> str:
+        """The claim's choice of due queue heads (see _CLAIM), for one destination or all."""
         if only_one_destination:
             return _CLAIM.format(indexed="", only="AND d.destination = ?")
         return _CLAIM.format(indexed=_SQLITE_ALL_OPEN if self.sqlite else "", only="")
