@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, event, func, insert, select, text, update
 from sqlalchemy.engine import make_url
 
 from hub.store.bodies import BodyCache
@@ -157,6 +157,10 @@ class Store:
         self._bookkeeping = self.engine
         if engine is None and self.sqlite and sync == "full" and _on_disk(url):
             self._bookkeeping = make_engine(url, pool_size=pool_size, sync="normal")
+        self._closed = False
+        if engine is None:
+            for own in {self.engine, self._bookkeeping}:
+                event.listen(own, "checkin", self._close_if_closed)
         self._driver = Driver(self.engine)
         self._bookkeeping_driver = Driver(self._bookkeeping)
         lock = "" if self.sqlite else _SKIP_LOCKED
@@ -196,11 +200,20 @@ class Store:
         return store
 
     def close(self) -> None:
+        """Close every pooled connection; one still in use is closed when it is returned."""
+        self._closed = True
         if self._write_lock is not None:
             self._write_lock.close()
         self.engine.dispose()
         if self._bookkeeping is not self.engine:
             self._bookkeeping.dispose()
+
+    def _close_if_closed(self, _dbapi_connection: Any, record: Any) -> None:
+        # A call still running at close() (a thread its caller stopped waiting for)
+        # returns its connection to the pool close() disposed of: close it now, rather
+        # than when the collector finds that pool (psycopg warns about it then).
+        if self._closed:
+            record.invalidate()
 
     @contextlib.contextmanager
     def _write(self, *, bookkeeping: bool = False) -> Iterator[Connection]:
