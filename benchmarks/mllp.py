@@ -36,11 +36,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, TypeVar, cast
+from typing import IO, Any, cast
 
 from benchmarks.common import (
     DEFAULT_PG,
@@ -56,10 +56,10 @@ from benchmarks.common import (
     worker_processes_option,
     write_report,
 )
+from hub.cli import run_loop
 from hub.testing.process import HubProcess, free_port, start_hub, write_config
 
 HERE = Path(__file__).resolve().parent
-T = TypeVar("T")
 
 INCIDENTS = 200  # monitors (one patient, one incident each); ordering keys of the route
 START, END = b"\x0b", b"\x1c\r"
@@ -257,15 +257,6 @@ async def _send_all(
     return max(lasts), latencies
 
 
-def _run(main: Coroutine[Any, Any, T]) -> T:
-    """Run on uvloop where installed (as the hub does), else asyncio's own loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
-
-
 # ---------------------------------------------------------------- measurements
 
 
@@ -299,7 +290,7 @@ def _phase(
     base = twin.count()
     cpu = cpu_seconds(hub.pid)
     t0 = time.time()
-    last_ack, latencies = _run(_send_all("127.0.0.1", mllp_port, blocks, connections))
+    last_ack, latencies = run_loop(_send_all("127.0.0.1", mllp_port, blocks, connections))
     done = None
     if not receive_only:
         _wait_delivered(hub, twin, base + count)
@@ -369,7 +360,7 @@ def run_one(
             try:
                 warm = messages("W", WARM)
                 base = twin.count()
-                _run(_send_all("127.0.0.1", mllp_port, warm, 2))
+                run_loop(_send_all("127.0.0.1", mllp_port, warm, 2))
                 if not args.receive_only:
                     _wait_delivered(hub, twin, base + len(warm))
                 for n, connections in enumerate(args.connections):
@@ -462,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", metavar="DIR", help="py-spy the hub into DIR")
     args = parser.parse_args(argv)
     if args.serve_twin:
-        _run(_serve_twin())
+        run_loop(_serve_twin())
         return 0
     if args.messages < 1 or args.messages > 1_000_000:
         parser.error("--messages must be between 1 and 1,000,000")

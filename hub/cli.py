@@ -17,11 +17,13 @@ from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hub.logs import configure as configure_logging
 
-__all__ = ["load_config", "main", "serve"]
+__all__ = ["load_config", "main", "run_loop", "serve"]
+
+T = TypeVar("T")
 
 DEFAULT_CONFIG = "hub.yaml"
 
@@ -93,7 +95,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_loop(main: Coroutine[Any, Any, None]) -> None:
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
     """Run ``main`` on uvloop where it is installed, as ``hub run`` does through uvicorn.
 
     A worker spends a quarter of its time in the event loop's own machinery.
@@ -101,9 +103,8 @@ def _run_loop(main: Coroutine[Any, Any, None]) -> None:
     try:
         import uvloop
     except ImportError:  # e.g. on Windows
-        asyncio.run(main)
-        return
-    uvloop.run(main)
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -136,7 +137,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         await worker.run(stop, ready=link.ready if link is not None else None)
 
     try:
-        _run_loop(run())
+        run_loop(run())
     finally:
         store.close()
         if link is not None:
