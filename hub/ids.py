@@ -7,22 +7,27 @@ the message browser and logs read in order.
 from __future__ import annotations
 
 import os
+import random
 import time
 
 __all__ = ["new_id", "sibling_id"]
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
+_PAIRS = tuple(a + b for a in _ALPHABET for b in _ALPHABET)  # 10 bits -> 2 characters
+_SHIFTS = tuple(range(90, -1, -10))
+# Ids need to be unique, not secret: a generator of our own, seeded from os.urandom (and
+# again in a forked child), costs a third of an os.urandom call, and nobody else seeding
+# the random module (tests do) can make it repeat ids.
+_random = random.Random()
+os.register_at_fork(after_in_child=_random.seed)
+_bits = _random.getrandbits
 
 
 def new_id(now: float | None = None) -> str:
     """20 characters: 48-bit milliseconds then 52 random bits."""
     ms = int((time.time() if now is None else now) * 1000) & ((1 << 48) - 1)
-    value = (ms << 52) | (int.from_bytes(os.urandom(7), "big") >> 4)
-    chars = []
-    for _ in range(20):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    value = (ms << 52) | _bits(52)
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
 def sibling_id(message_id: str, n: int) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import random
 import re
 
 import pytest
@@ -24,6 +26,29 @@ def test_ids_are_unique_within_one_millisecond() -> None:
     ids = {new_id(now) for _ in range(5000)}
     assert len(ids) == 5000
     assert len({i[:9] for i in ids}) == 1, "the time part is shared within a millisecond"
+
+
+def test_seeding_the_random_module_does_not_repeat_ids() -> None:
+    random.seed(7)
+    first = new_id(0.0)
+    random.seed(7)
+    assert new_id(0.0) != first
+
+
+def test_a_forked_child_draws_other_ids_than_its_parent() -> None:
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, then out without running any cleanup
+        os.write(write_end, new_id(0.0).encode())
+        os._exit(0)
+    os.close(write_end)
+    try:
+        child = os.read(read_end, 20).decode()
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+    assert len(child) == 20
+    assert new_id(0.0) != child  # without reseeding, both would draw the same bits
 
 
 def test_ids_sort_by_time_across_milliseconds() -> None:
