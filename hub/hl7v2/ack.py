@@ -137,6 +137,42 @@ def build_ack(
     goes in MSH-18 and defaults to the received MSH-18; encode the result with it.
     """
     ack_code = AckCode(code)
+    stamp = format_ts(timestamp)
+    if (
+        received is not None
+        and text is None
+        and not errors
+        and sending_application is None
+        and sending_facility is None
+    ):
+        template = _template(received, ack_code, charset)
+        if template is not None:
+            head, middle, tail = template
+            return head + stamp + middle + control_id + tail + received.fields[10] + "\r"
+    return _ack_text(
+        received,
+        ack_code,
+        control_id,
+        stamp,
+        text,
+        errors,
+        charset,
+        sending_application,
+        sending_facility,
+    )
+
+
+def _ack_text(
+    received: MshHeader | None,
+    ack_code: AckCode,
+    control_id: str,
+    stamp: str,
+    text: str | None,
+    errors: Sequence[ErrorDetail],
+    charset: str | None,
+    sending_application: str | None,
+    sending_facility: str | None,
+) -> str:
     seps = received.separators if received is not None else DEFAULT_SEPARATORS
     trigger = received.trigger_event if received is not None else ""
     msh18 = charset if charset is not None else (received.charset if received else "")
@@ -148,7 +184,7 @@ def build_ack(
         sending_facility if sending_facility is not None else _copy(received, 6),
         _copy(received, 3),
         _copy(received, 4),
-        format_ts(timestamp),
+        Raw(stamp),
         None,
         ["ACK", trigger or None, "ACK"],
         control_id,
@@ -181,6 +217,59 @@ def build_ack(
             error.text,
         )
     return writer.text()
+
+
+# An accept without errors differs from the last one to the same sender only in its
+# time, its control id and MSA-2: the rest is built once per kind of header and kept.
+_TEMPLATES: dict[tuple[object, ...], tuple[str, str, str] | None] = {}
+_TEMPLATES_KEPT = 256
+_HOLE = "\ue000"  # stands for each varying part while a template is built
+
+
+def _template(
+    received: MshHeader, ack_code: AckCode, charset: str | None
+) -> tuple[str, str, str] | None:
+    """(before the time, between time and control id, between that and MSA-2), or None
+    when this header's control id or fields do not allow a template."""
+    fields = received.fields
+    if len(fields) <= 10 or not _verbatim(fields[10], received):
+        return None
+    field = received.field
+    # What the reply copies: MSH-3 to 6, 9 (trigger), 11, 12 and 18.
+    key: tuple[object, ...] = (received.separators, fields[3:7], field(9), field(11))
+    key += (field(12), field(18), ack_code, charset)
+    try:
+        return _TEMPLATES[key]
+    except KeyError:
+        pass
+    template = None
+    control_id = fields[10]
+    full = _ack_text(received, ack_code, _HOLE, _HOLE, None, (), charset, None, None)
+    parts = full.split(_HOLE)
+    if len(parts) == 3 and parts[2].endswith(control_id + "\r"):
+        head, middle, rest = parts
+        template = (head, middle, rest[: len(rest) - len(control_id) - 1])
+    if len(_TEMPLATES) >= _TEMPLATES_KEPT:
+        _TEMPLATES.clear()
+    _TEMPLATES[key] = template
+    return template
+
+
+def _verbatim(value: str, received: MshHeader) -> bool:
+    """Whether the control id is written back as it came: not empty, no separator,
+    escape or control character in it (those would be escaped in MSA-2)."""
+    seps = received.separators
+    return (
+        value != ""
+        and value.isprintable()
+        and seps.field not in value
+        and seps.component not in value
+        and seps.repetition not in value
+        and seps.escape not in value
+        and seps.subcomponent not in value
+        and (seps.truncation is None or seps.truncation not in value)
+        and _HOLE not in value
+    )
 
 
 def _copy(received: MshHeader | None, field: int) -> Raw | None:

@@ -6,9 +6,12 @@ import warnings
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from hub.hl7v2 import ack as ack_module
 from hub.hl7v2.ack import AckCode, ErrorDetail, ack_wanted, build_ack, read_ack
-from hub.hl7v2.er7 import parse_message, read_msh
+from hub.hl7v2.er7 import format_ts, parse_message, read_msh
 from hub.hl7v2.errors import ErrorCode, ErrorLocation, Hl7Error
 
 with warnings.catch_warnings():
@@ -148,3 +151,34 @@ def test_code_helpers() -> None:
 )
 def test_ack_wanted(mode: str, ok: bool, wanted: bool) -> None:
     assert ack_wanted(mode, ok) is wanted
+
+
+_FIELD_TEXT = st.text(alphabet="AB1 .^~\\&#中\x01\ue000", max_size=6)
+
+
+@given(
+    fields=st.lists(_FIELD_TEXT, min_size=16, max_size=16),
+    control_ids=st.lists(_FIELD_TEXT, min_size=2, max_size=2),
+    code=st.sampled_from(list(AckCode)),
+    charset=st.sampled_from([None, "", "UNICODE UTF-8"]),
+)
+def test_an_accept_from_a_kept_template_is_the_one_built_in_full(
+    fields: list[str], control_ids: list[str], code: AckCode, charset: str | None
+) -> None:
+    # The second header of a pair shares every copied field, not the control id, so its
+    # reply comes from the template the first one left (where one is allowed).
+    for number, control_id in enumerate(control_ids):
+        values = [*fields]
+        values[9] = control_id  # MSH-10
+        try:
+            received = read_msh("MSH|^~\\&|" + "|".join(values[2:]) + "\r")
+        except Hl7Error:
+            return
+        when = AT + timedelta(seconds=number)
+        built = ack_module._ack_text(
+            received, code, f"ACK{number}", format_ts(when), None, (), charset, None, None
+        )
+        assert (
+            build_ack(received, code, control_id=f"ACK{number}", timestamp=when, charset=charset)
+            == built
+        )
