@@ -40,7 +40,14 @@ from hub.connectors.base import (
     truncate,
 )
 from hub.hl7v2.ack import AckCode, AckResult, read_ack
-from hub.hl7v2.er7 import Charset, decode, parse_message, read_msh, split_messages
+from hub.hl7v2.er7 import (
+    Charset,
+    codec_for,
+    decode,
+    parse_message,
+    read_msh,
+    split_messages,
+)
 from hub.hl7v2.errors import Hl7Error
 from hub.hl7v2.framing import FrameError, MllpDecoder, frame
 from hub.registry import register
@@ -121,6 +128,29 @@ def client_ssl_context(tls: TlsClientSettings) -> ssl.SSLContext:
     return context
 
 
+def _control_id(block: bytes, charset: str) -> str:
+    """MSH-10 of one message. An MSH line of ASCII bytes reads the same in every charset
+    an MLLP partner uses (all extend ASCII), so only a non-ASCII one is decoded first."""
+    end = block.find(b"\r")
+    head = block if end < 0 else block[:end]
+    if head.isascii() and b"\x00" not in head:  # UTF-16 would hold NULs
+        return read_msh(head).control_id
+    return read_msh(decode(block, charset).text).control_id
+
+
+def _read_reply(data: bytes, charset: str) -> tuple[str, AckResult]:
+    """A reply's text and what it says. ASCII, the usual ACK, reads the same in every
+    charset: its own (MSH-18) or ours is needed only for ``\\Xhh\\`` escapes."""
+    if data.isascii() and b"\x00" not in data:
+        text = data.decode("ascii")
+        declared = read_msh(text).charset
+        codec = codec_for(declared or charset)
+        if codec is not None:
+            return text, read_ack(parse_message(text, codec))
+    decoded = decode(data, charset)  # an unknown MSH-18 is refused here
+    return decoded.text, read_ack(parse_message(decoded.text, decoded.codec))
+
+
 class _PeerClosed(Exception):
     def __init__(self, what: str, replied: bool) -> None:
         super().__init__(what)
@@ -198,8 +228,7 @@ class MllpConnector(Connector):
         for index, block in enumerate(blocks, start=1):
             which = f"message {index} of {len(blocks)}: " if len(blocks) > 1 else ""
             try:
-                decoded = decode(block, self.settings.charset)
-                control_id = read_msh(decoded.text).control_id
+                control_id = _control_id(block, self.settings.charset)
             except Hl7Error as exc:
                 return SendResult(
                     Outcome.PERMANENT,
@@ -318,8 +347,7 @@ class MllpConnector(Connector):
                     log.warning("%s: ignored %s bytes from the partner", self.name, item.kind)
                     continue
                 try:
-                    decoded = decode(item, self.settings.charset)
-                    ack = read_ack(parse_message(decoded.text, decoded.codec))
+                    text, ack = _read_reply(item, self.settings.charset)
                 except Hl7Error as exc:
                     # code and location only: an error text may quote a field's value
                     log.warning(
@@ -340,7 +368,7 @@ class MllpConnector(Connector):
                         control_id,
                     )
                     continue
-                result = self._classify(ack, decoded.text)
+                result = self._classify(ack, text)
                 if result is None:
                     committed = ack
                     continue
