@@ -152,6 +152,14 @@ def test_a_mapped_payload_is_reused_on_retry(store: Store, records: Records) -> 
     [again] = store.claim("w1", limit=5, lease_seconds=30, now=now + 1)
     assert (again.payload, again.content_type, again.event) == (b"MSH|1", "application/json", None)
     assert again.attempts == 1
+    # A retry that sends the stored payload records no payload: the stored one stays.
+    store.finish([finished(ids["e1"], "w1", PENDING, number=2, next_attempt_at=now + 1)])
+    [third] = store.claim("w1", limit=5, lease_seconds=30, now=now + 2)
+    assert (third.payload, third.content_type, third.attempts) == (
+        b"MSH|1",
+        "application/json",
+        2,
+    )
 
 
 def test_recover_returns_interrupted_claims(store: Store, records: Records) -> None:
