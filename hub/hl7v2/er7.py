@@ -93,6 +93,9 @@ class Separators:
         end = msh.find(field, 4)
         chars = msh[4:] if end == -1 else msh[4:end]
         pool = field + chars
+        known = _DECLARED.get(pool)
+        if known is not None:
+            return known
         if (
             not 4 <= len(chars) <= 5
             or any(not "!" <= c <= "~" or c.isalnum() for c in pool)
@@ -103,11 +106,17 @@ class Separators:
                 ErrorCode.DATA_TYPE_ERROR,
                 ErrorLocation("MSH", 1, 2),
             )
-        return cls(
+        separators = cls(
             field, chars[0], chars[1], chars[2], chars[3], chars[4] if len(chars) > 4 else None
         )
+        if len(_DECLARED) < _DECLARED_KEPT:
+            _DECLARED[pool] = separators
+        return separators
 
 
+# Valid MSH-1 + MSH-2 as declared, read once each: every message of a sender repeats them.
+_DECLARED: dict[str, Separators] = {}
+_DECLARED_KEPT = 64
 DEFAULT_SEPARATORS = Separators()
 
 

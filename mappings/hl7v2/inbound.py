@@ -23,6 +23,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
@@ -353,6 +354,7 @@ class _Reader:
         return round(convert_unit(value), 2)
 
 
+@lru_cache(maxsize=256)  # the listener's few configured paths, read for every message
 def _location(path: str) -> ErrorLocation:
     m = re.match(r"^([A-Z][A-Z0-9]{2})(?:\[(\d+)\])?-(\d+)(?:\[(\d+)\])?(?:\.(\d+))?", path)
     if m is None:

@@ -352,6 +352,20 @@ def test_default_separators() -> None:
     assert Separators("|", "^", "~", "\\", "&", "#").encoding_characters == "^~\\&#"
 
 
+@given(st.permutations("|^~\\&#"), st.booleans())
+def test_separators_are_read_alike_each_time_they_are_declared(
+    chars: list[str], truncation: bool
+) -> None:
+    # Read twice: the second read may come from the declarations already seen.
+    declared = "".join(chars[: 6 if truncation else 5])
+    line = f"MSH{declared}{chars[0]}HUB"
+    for _ in range(2):
+        seps = Separators.from_msh(line)
+        assert seps.field + seps.encoding_characters == declared
+    with pytest.raises(Hl7Error):
+        Separators.from_msh(f"MSH{declared[:4]}{declared[1]}{chars[0]}HUB")  # one repeated
+
+
 def _element_by_splitting(field: str, rep: int, comp: int, sub: int) -> str:
     """What an element is, by the standard's nesting: repetitions, components, subcomponents."""
     for sep, index in (("~", rep), ("^", comp), ("&", sub)):
