@@ -28,7 +28,6 @@ __all__ = [
     "events_through",
     "fold_events",
     "fold_through",
-    "incident_source",
     "parse_incident",
 ]
 
@@ -143,14 +142,6 @@ def fold_through(dicts: Sequence[Mapping[str, Any]]) -> tuple[IncidentState, Eve
 def fold_events(dicts: Sequence[Mapping[str, Any]]) -> IncidentState:
     """Validate the events as canonical records and fold them; MappingError if invalid."""
     return fold_through(dicts)[0]
-
-
-def incident_source(dicts: Sequence[Mapping[str, Any]]) -> str:
-    """The producing system of the incident: the source of its call, else of its first event."""
-    return next(
-        (str(e["source"]) for e in dicts if e.get("type") == "call.received"),
-        str(dicts[0].get("source", "unknown")) if dicts else "unknown",
-    )
 
 
 def event_patient_id(event: Mapping[str, Any]) -> str | None:

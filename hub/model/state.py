@@ -82,6 +82,9 @@ class IncidentState(CanonicalModel):
     event_ids: list[str] = Field(default_factory=list)  # applied, in order
     ignored_event_ids: list[str] = Field(default_factory=list)  # repeats, other incidents
     last_occurred_at: AwareDatetime | None = None
+    # The producing system: the source of the incident's (first) call, else of its first
+    # event; messages about the incident name it as their sender.
+    source: str | None = None
 
     @property
     def handover(self) -> Handover | None:
@@ -171,6 +174,7 @@ class _Builder:
         self.seen = set(start.event_ids)
         self.ignored = list(start.ignored_event_ids)
         self.last_occurred_at = start.last_occurred_at
+        self.source = start.source
 
     def apply(self, event: EventEnvelope[Any]) -> None:
         if event.event_id in self.seen or (
@@ -183,6 +187,8 @@ class _Builder:
         self.event_ids.append(event.event_id)
         if self.last_occurred_at is None or event.occurred_at > self.last_occurred_at:
             self.last_occurred_at = event.occurred_at
+        if self.source is None or (self.call is None and isinstance(event, CallReceived)):
+            self.source = event.source
         match event:
             case CallReceived():
                 self.call = event.data
@@ -326,4 +332,5 @@ class _Builder:
             event_ids=self.event_ids,
             ignored_event_ids=self.ignored,
             last_occurred_at=self.last_occurred_at,
+            source=self.source,
         )

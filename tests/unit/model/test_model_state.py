@@ -161,6 +161,20 @@ def test_folding_is_incremental_and_deterministic() -> None:
     assert IncidentState.model_validate_json(whole.model_dump_json()) == whole
 
 
+def test_the_source_is_the_calls_else_the_first_events() -> None:
+    call, *rest = example_events()
+    monitor = {**vitals(90, "PAT-9", "07:59:00", 88), "source": "monitor"}
+    second_call = {**call, "event_id": "EVT-T-091", "source": "other-center"}
+    assert fold(parse([monitor])).source == "monitor"
+    # A call folded later still names the incident's producer; a second call does not.
+    states = [fold(parse([monitor]))]
+    for event in [call, second_call, *rest]:
+        states.append(fold(parse([event]), initial=states[-1]))
+    assert {state.source for state in states[1:]} == {call["source"]}
+    assert fold(parse([monitor, call, second_call, *rest])) == states[-1]
+    assert fold([]).source is None
+
+
 ALL_EVENTS = parse(example_events() + temporary_then_identified())
 
 
