@@ -367,6 +367,8 @@ def split_messages(data: bytes) -> list[bytes]:
     """The messages of a payload holding one or more ER7 messages back to back (a
     mapping's several messages for one delivery): a new message starts at every line
     that starts with ``MSH``. Each keeps its own segment ends."""
+    if b"\rMSH" not in data and b"\nMSH" not in data:  # one message: no regex scan
+        return [data] if data.strip() else []
     return [part for part in _MESSAGE_START.split(data) if part.strip()]
 
 
@@ -731,10 +733,24 @@ def format_ts(value: datetime) -> str:
     offset = value.utcoffset()
     if offset is None:
         raise ValueError("format_ts needs an aware datetime")
-    minutes = int(offset.total_seconds()) // 60
-    sign = "-" if minutes < 0 else "+"
-    minutes = abs(minutes)
-    return value.strftime("%Y%m%d%H%M%S") + f"{sign}{minutes // 60:02d}{minutes % 60:02d}"
+    # Keyed with the offset: equal instants in two offsets are equal datetimes, but
+    # are written differently.
+    key = (value, offset)
+    text = _TS_TEXTS.get(key)
+    if text is None:
+        minutes = int(offset.total_seconds()) // 60
+        sign = "-" if minutes < 0 else "+"
+        minutes = abs(minutes)
+        text = value.strftime("%Y%m%d%H%M%S") + f"{sign}{minutes // 60:02d}{minutes % 60:02d}"
+        if len(_TS_TEXTS) >= _TS_TEXTS_KEPT:
+            _TS_TEXTS.clear()
+        _TS_TEXTS[key] = text
+    return text
+
+
+# A message repeats its times (each OBX-14 of one sample): each is written once.
+_TS_TEXTS: dict[tuple[datetime, timedelta], str] = {}
+_TS_TEXTS_KEPT = 256
 
 
 # --------------------------------------------------------------------- writing

@@ -29,6 +29,7 @@ from hub.hl7v2.er7 import (
     parse_message,
     parse_ts,
     read_msh,
+    split_messages,
     unescape,
 )
 from hub.hl7v2.errors import ErrorCode, Hl7Error
@@ -277,6 +278,11 @@ def test_times() -> None:
         parse_ts("yesterday")
     with pytest.raises(ValueError):
         format_ts(datetime(2026, 11, 25))  # naive on purpose
+    # One instant in two offsets: equal datetimes, each written in its own offset.
+    beijing = datetime(2026, 11, 25, 8, tzinfo=CST)
+    for _ in range(2):
+        assert format_ts(beijing) == "20261125080000+0800"
+        assert format_ts(beijing.astimezone(UTC)) == "20261125000000+0000"
 
 
 # ------------------------------------------------------------------ properties
@@ -423,3 +429,16 @@ def _reference_segment(name: str, fields: list[Any]) -> str:
 @given(fields=st.lists(st.one_of(_scalar_values, st.lists(_components, max_size=4)), max_size=6))
 def test_a_segment_is_written_as_each_value_escaped_on_its_own(fields: list[Any]) -> None:
     assert build_segment("OBX", fields) == _reference_segment("OBX", fields)
+
+
+@given(
+    st.lists(
+        st.sampled_from(["MSH|^~\\&|A", "PID|1||MSH", "OBX|1|ST|||xMSH", "", " "]), max_size=6
+    ),
+    st.sampled_from(["\r", "\n", "\r\n"]),
+)
+def test_split_messages_starts_one_at_every_msh_line(lines: list[str], end: str) -> None:
+    data = end.join(lines).encode()
+    by_pattern = [p for p in re.split(rb"(?<=[\r\n])(?=MSH)", data) if p.strip()]
+    assert split_messages(data) == by_pattern
+    assert len(by_pattern) <= 1 + sum(line.startswith("MSH") for line in lines[1:])
