@@ -138,14 +138,8 @@ def build_ack(
     """
     ack_code = AckCode(code)
     stamp = format_ts(timestamp)
-    if (
-        received is not None
-        and text is None
-        and not errors
-        and sending_application is None
-        and sending_facility is None
-    ):
-        template = _template(received, ack_code, charset)
+    if received is not None and text is None and not errors:
+        template = _template(received, ack_code, charset, sending_application, sending_facility)
         if template is not None:
             head, middle, tail = template
             return head + stamp + middle + control_id + tail + received.fields[10] + "\r"
@@ -227,7 +221,11 @@ _HOLE = "\ue000"  # stands for each varying part while a template is built
 
 
 def _template(
-    received: MshHeader, ack_code: AckCode, charset: str | None
+    received: MshHeader,
+    ack_code: AckCode,
+    charset: str | None,
+    sending_application: str | None,
+    sending_facility: str | None,
 ) -> tuple[str, str, str] | None:
     """(before the time, between time and control id, between that and MSA-2), or None
     when this header's control id or fields do not allow a template."""
@@ -237,14 +235,24 @@ def _template(
     field = received.field
     # What the reply copies: MSH-3 to 6, 9 (trigger), 11, 12 and 18.
     key: tuple[object, ...] = (received.separators, fields[3:7], field(9), field(11))
-    key += (field(12), field(18), ack_code, charset)
+    key += (field(12), field(18), ack_code, charset, sending_application, sending_facility)
     try:
         return _TEMPLATES[key]
     except KeyError:
         pass
     template = None
     control_id = fields[10]
-    full = _ack_text(received, ack_code, _HOLE, _HOLE, None, (), charset, None, None)
+    full = _ack_text(
+        received,
+        ack_code,
+        _HOLE,
+        _HOLE,
+        None,
+        (),
+        charset,
+        sending_application,
+        sending_facility,
+    )
     parts = full.split(_HOLE)
     if len(parts) == 3 and parts[2].endswith(control_id + "\r"):
         head, middle, rest = parts

@@ -165,20 +165,27 @@ _FIELD_TEXT = st.text(alphabet="AB1 .^~\\&#中\x01\ue000", max_size=6)
 def test_an_accept_from_a_kept_template_is_the_one_built_in_full(
     fields: list[str], control_ids: list[str], code: AckCode, charset: str | None
 ) -> None:
-    # The second header of a pair shares every copied field, not the control id, so its
-    # reply comes from the template the first one left (where one is allowed).
-    for number, control_id in enumerate(control_ids):
-        values = [*fields]
-        values[9] = control_id  # MSH-10
-        try:
-            received = read_msh("MSH|^~\\&|" + "|".join(values[2:]) + "\r")
-        except Hl7Error:
-            return
-        when = AT + timedelta(seconds=number)
-        built = ack_module._ack_text(
-            received, code, f"ACK{number}", format_ts(when), None, (), charset, None, None
-        )
-        assert (
-            build_ack(received, code, control_id=f"ACK{number}", timestamp=when, charset=charset)
-            == built
-        )
+    # Each later reply to the same header (another control id, or another sender named)
+    # may come from a template an earlier one left; each must be the one built in full.
+    for sender in [(None, None), ("HIS", "医院^1.2&3"), (None, None)]:
+        for number, control_id in enumerate(control_ids):
+            values = [*fields]
+            values[9] = control_id  # MSH-10
+            try:
+                received = read_msh("MSH|^~\\&|" + "|".join(values[2:]) + "\r")
+            except Hl7Error:
+                return
+            when = AT + timedelta(seconds=number)
+            built = ack_module._ack_text(
+                received, code, f"ACK{number}", format_ts(when), None, (), charset, *sender
+            )
+            answer = build_ack(
+                received,
+                code,
+                control_id=f"ACK{number}",
+                timestamp=when,
+                charset=charset,
+                sending_application=sender[0],
+                sending_facility=sender[1],
+            )
+            assert answer == built
