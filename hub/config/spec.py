@@ -61,6 +61,16 @@ class WorkerSpec(_Spec):
         default=60.0, gt=0, description="A claim not finished by then is claimable again."
     )
     shutdown_grace: float = Field(default=10.0, ge=0, description="Seconds to drain at stop.")
+    record_linger: float = Field(
+        default=0.005,
+        ge=0,
+        le=1.0,
+        description=(
+            "Seconds a finished send waits for sends still running to share its commit "
+            "(a result that is the last one running is recorded at once); 0: each "
+            "finishing moment records what has finished by then."
+        ),
+    )
     processes: int | Literal["auto"] = Field(
         default=0,
         description=(

@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -438,3 +438,122 @@ def test_a_failed_claim_is_logged_and_tried_again_not_the_end_of_delivery(
     assert rows(store)[0]["status"] == "delivered"
     assert failures == []
     assert sum("could not claim" in r.message for r in caplog.records) == 2
+
+
+class GatedConnector(ScriptedConnector):
+    """Delivers each message when the test opens its gate (sends finish when told)."""
+
+    def __init__(self) -> None:
+        super().__init__(DELIVERED)
+        self.gates: dict[str, asyncio.Event] = {}
+
+    async def send(self, message: Outbound) -> SendResult:
+        gate = self.gates.setdefault(message.message_id, asyncio.Event())
+        await gate.wait()
+        return await super().send(message)
+
+
+def finish_calls(store: Store) -> list[int]:
+    """The number of results in each store.finish call, from now on."""
+    calls: list[int] = []
+    finish = store.finish
+
+    def counted(results: Any) -> None:
+        calls.append(len(results))
+        finish(results)
+
+    store.finish = counted  # type: ignore[method-assign]
+    return calls
+
+
+async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    for _ in range(int(within / 0.005)):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"not so within {within} s")
+
+
+def linger_plan(url: str, linger: float) -> Plan:
+    return plan_from_mapping(
+        {
+            "database_url": url,
+            "worker": {"poll_interval": 0.01, "record_linger": linger},
+            "destinations": {"partner": {"type": "file", "directory": "unused"}},
+            "routes": [{"name": "r", "destination": "partner", "mapping": "canonical-json"}],
+        },
+        env={},
+    )
+
+
+def test_sends_finishing_close_together_share_one_commit(store: Store) -> None:
+    plan = linger_plan(store.url, 0.2)
+    for n in range(3):
+        ingest(store, plan, f"e{n}", incident=f"INC-{n}")
+    partner = GatedConnector()
+    worker = Worker(store, plan, connectors={"partner": partner})
+    calls = finish_calls(store)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await until(lambda: len(partner.gates) == 3)
+        for gate in partner.gates.values():  # one after another, well within the linger
+            gate.set()
+            await asyncio.sleep(0.01)
+        await until(lambda: bool(calls))
+        stop.set()
+        await task
+
+    asyncio.run(scenario())
+    assert calls == [3]
+    assert {r["status"] for r in rows(store)} == {"delivered"}
+
+
+def test_the_last_send_running_is_recorded_at_once(store: Store) -> None:
+    """A linger far longer than the test: a result with no other send running must not
+    wait for it (one connection sending in turn would otherwise crawl)."""
+    plan = linger_plan(store.url, 1.0)
+    ingest(store, plan, "e1")
+    partner = ScriptedConnector(DELIVERED)
+    worker = Worker(store, plan, connectors={"partner": partner})
+    calls = finish_calls(store)
+
+    async def recorded_within() -> float:
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        started = time.monotonic()
+        await until(lambda: bool(calls))
+        took = time.monotonic() - started
+        stop.set()
+        await task
+        return took
+
+    assert asyncio.run(recorded_within()) < 0.5
+    assert calls == [1]
+
+
+def test_a_slow_send_does_not_hold_up_the_recording_of_others(store: Store) -> None:
+    plan = linger_plan(store.url, 0.05)
+    ingest(store, plan, "fast", incident="INC-A")
+    ingest(store, plan, "slow", incident="INC-B")
+    partner = GatedConnector()
+    worker = Worker(store, plan, connectors={"partner": partner})
+    calls = finish_calls(store)
+    fast, slow = (r["message_id"] for r in rows(store))
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await until(lambda: len(partner.gates) == 2)
+        partner.gates[fast].set()
+        await until(lambda: bool(calls))  # the fast one, once the linger is over
+        assert calls == [1]
+        assert [r["status"] for r in rows(store)] == ["delivered", "in_flight"]
+        partner.gates[slow].set()
+        stop.set()
+        await task
+
+    asyncio.run(scenario())
+    assert calls == [1, 1]
+    assert {r["status"] for r in rows(store)} == {"delivered"}
