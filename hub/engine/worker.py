@@ -91,6 +91,7 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._results: list[tuple[Claimed, Finished]] = []
         self._more: asyncio.Future[None] | None = None  # set when a result comes in
+        self._saturated = False  # the last claim got all it asked for somewhere
         self._db = (
             None
             if inline_db
@@ -140,8 +141,11 @@ class Worker:
                     await _first_of(stop, within=pause)
                     continue
                 failures = 0
-                if started:
-                    continue
+                if started and self._saturated:
+                    continue  # there may be more due at once
+                # Everything due was claimed: what comes next is woken for (a commit that
+                # creates deliveries, a result that frees a slot) or polled for (a retry
+                # coming due), not asked for at once with a claim that would find nothing.
                 await _first_of(stop, self._wake, within=self._spec.poll_interval)
             await self._drain()
         finally:
@@ -163,18 +167,23 @@ class Worker:
         return started
 
     async def _claim_and_start(self) -> int:
+        """Claim for every destination with free slots; the number started. Sets
+        ``_saturated`` when a destination got as many as it asked for (more may wait)."""
         started = 0
+        self._saturated = False
         for name in self._active:
             free = self.plan.destinations[name].max_in_flight - self._in_flight[name]
             if free <= 0:
                 continue
+            limit = min(free, self._spec.batch_size)
             claimed: list[Claimed] = await self._db_call(
                 self.store.claim,
                 self.name,
-                limit=min(free, self._spec.batch_size),
+                limit=limit,
                 lease_seconds=self._spec.lease_seconds,
                 destination=name,
             )
+            self._saturated = self._saturated or len(claimed) == limit
             await self._prefetch(claimed)
             for c in claimed:
                 self._in_flight[name] += 1

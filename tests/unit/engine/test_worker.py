@@ -557,3 +557,46 @@ def test_a_slow_send_does_not_hold_up_the_recording_of_others(store: Store) -> N
     asyncio.run(scenario())
     assert calls == [1, 1]
     assert {r["status"] for r in rows(store)} == {"delivered"}
+
+
+def test_a_claim_that_took_all_that_was_due_waits_to_be_woken(store: Store) -> None:
+    """No second claim straight after one that found fewer than it asked for: it would
+    find nothing, and on SQLite take the write lock received messages wait for."""
+    plan = plan_from_mapping(
+        {
+            "database_url": store.url,
+            "worker": {"poll_interval": 30},
+            "destinations": {"partner": {"type": "file", "directory": "unused"}},
+            "routes": [{"name": "r", "destination": "partner", "mapping": "canonical-json"}],
+        },
+        env={},
+    )
+    ingest(store, plan, "e1")
+    partner = ScriptedConnector(DELIVERED)
+    worker = Worker(store, plan, connectors={"partner": partner})
+    claims: list[int] = []
+    claim = store.claim
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        claimed = claim(*args, **kwargs)
+        claims.append(len(claimed))
+        return claimed
+
+    store.claim = counted  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await until(lambda: len(partner.sent) == 1 and rows(store)[0]["status"] == "delivered")
+        await asyncio.sleep(0.1)
+        # One claim more once the result freed its slot (the key's next delivery becomes
+        # claimable only then); before, another came straight after the first: [1, 0, 0].
+        assert claims == [1, 0]
+        ingest(store, plan, "e2")
+        worker.wake()  # as the hub does after a commit that created deliveries
+        await until(lambda: len(partner.sent) == 2)
+        stop.set()
+        await task
+
+    asyncio.run(scenario())
+    assert claims[:3] == [1, 0, 1]
