@@ -82,6 +82,19 @@ def make_plan(url: str, mapping: str = "canonical-json", **retry: float) -> Plan
     )
 
 
+def worker_plan(url: str, **worker: float) -> Plan:
+    """One canonical-json route to the partner, with these ``worker`` settings."""
+    return plan_from_mapping(
+        {
+            "database_url": url,
+            "worker": worker,
+            "destinations": {"partner": {"type": "file", "directory": "unused"}},
+            "routes": [{"name": "r", "destination": "partner", "mapping": "canonical-json"}],
+        },
+        env={},
+    )
+
+
 def ingest(
     store: Store, plan: Plan, event_id: str, incident: str = "INC-1", occurred: str | None = None
 ) -> None:
@@ -400,15 +413,7 @@ def test_a_failed_claim_is_logged_and_tried_again_not_the_end_of_delivery(
 ) -> None:
     """The database may fail for a while (a PostgreSQL restart, a full disk): the
     worker's loop must outlive it, or deliveries stop until the hub is restarted."""
-    plan = plan_from_mapping(
-        {
-            "database_url": store.url,
-            "worker": {"poll_interval": 0.01},
-            "destinations": {"partner": {"type": "file", "directory": "unused"}},
-            "routes": [{"name": "r", "destination": "partner", "mapping": "canonical-json"}],
-        },
-        env={},
-    )
+    plan = worker_plan(store.url, poll_interval=0.01)
     claim = store.claim
     failures = [RuntimeError("database unavailable")] * 2
 
@@ -474,20 +479,8 @@ async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
     raise AssertionError(f"not so within {within} s")
 
 
-def linger_plan(url: str, linger: float) -> Plan:
-    return plan_from_mapping(
-        {
-            "database_url": url,
-            "worker": {"poll_interval": 0.01, "record_linger": linger},
-            "destinations": {"partner": {"type": "file", "directory": "unused"}},
-            "routes": [{"name": "r", "destination": "partner", "mapping": "canonical-json"}],
-        },
-        env={},
-    )
-
-
 def test_sends_finishing_close_together_share_one_commit(store: Store) -> None:
-    plan = linger_plan(store.url, 0.2)
+    plan = worker_plan(store.url, poll_interval=0.01, record_linger=0.2)
     for n in range(3):
         ingest(store, plan, f"e{n}", incident=f"INC-{n}")
     partner = GatedConnector()
@@ -513,7 +506,7 @@ def test_sends_finishing_close_together_share_one_commit(store: Store) -> None:
 def test_the_last_send_running_is_recorded_at_once(store: Store) -> None:
     """A linger far longer than the test: a result with no other send running must not
     wait for it (one connection sending in turn would otherwise crawl)."""
-    plan = linger_plan(store.url, 1.0)
+    plan = worker_plan(store.url, poll_interval=0.01, record_linger=1.0)
     ingest(store, plan, "e1")
     partner = ScriptedConnector(DELIVERED)
     worker = Worker(store, plan, connectors={"partner": partner})
@@ -534,7 +527,7 @@ def test_the_last_send_running_is_recorded_at_once(store: Store) -> None:
 
 
 def test_a_slow_send_does_not_hold_up_the_recording_of_others(store: Store) -> None:
-    plan = linger_plan(store.url, 0.05)
+    plan = worker_plan(store.url, poll_interval=0.01, record_linger=0.05)
     ingest(store, plan, "fast", incident="INC-A")
     ingest(store, plan, "slow", incident="INC-B")
     partner = GatedConnector()
@@ -562,15 +555,7 @@ def test_a_slow_send_does_not_hold_up_the_recording_of_others(store: Store) -> N
 def test_a_claim_that_took_all_that_was_due_waits_to_be_woken(store: Store) -> None:
     """No second claim straight after one that found fewer than it asked for: it would
     find nothing, and on SQLite take the write lock received messages wait for."""
-    plan = plan_from_mapping(
-        {
-            "database_url": store.url,
-            "worker": {"poll_interval": 30},
-            "destinations": {"partner": {"type": "file", "directory": "unused"}},
-            "routes": [{"name": "r", "destination": "partner", "mapping": "canonical-json"}],
-        },
-        env={},
-    )
+    plan = worker_plan(store.url, poll_interval=30)
     ingest(store, plan, "e1")
     partner = ScriptedConnector(DELIVERED)
     worker = Worker(store, plan, connectors={"partner": partner})
