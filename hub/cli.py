@@ -19,6 +19,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hub.collector import tune_collector
 from hub.logs import configure as configure_logging
 
 __all__ = ["load_config", "main", "run_loop", "serve"]
@@ -77,6 +78,7 @@ def serve(
         config=config_file,
     )
     app = create_app(runtime)
+    tune_collector()
     config = uvicorn.Config(
         app,
         host=host or plan.spec.api.host,
@@ -124,6 +126,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     )
 
     link = ChildLink(args.link_fd) if args.link_fd is not None else None
+    tune_collector()
 
     async def run() -> None:
         stop = asyncio.Event()
