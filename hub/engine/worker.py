@@ -34,6 +34,7 @@ log = logging.getLogger("hub.worker")
 _HISTORY_EVENTS = 50_000
 _MAX_PAUSE = 10.0  # seconds between claims while the database keeps failing
 _RECORD_BATCH = 64  # results recorded in one commit at most
+_QUEUES_ASKED = 4  # recording more results than this wakes a claim without asking
 T = TypeVar("T")
 
 
@@ -174,6 +175,7 @@ class Worker:
         for name in self._active:
             free = self.plan.destinations[name].max_in_flight - self._in_flight[name]
             if free <= 0:
+                self._saturated = True  # due deliveries may wait for a slot
                 continue
             limit = min(free, self._spec.batch_size)
             claimed: list[Claimed] = await self._db_call(
@@ -229,20 +231,27 @@ class Worker:
         batch, self._results = self._results, []
         if not batch:
             return
+        # A few results: ask whether their queues hold more (the next delivery of a key
+        # becomes claimable only now); a claim that would find nothing is skipped.
+        queues = [(c.destination, c.ordering_key) for c, _ in batch]
+        asked = len(queues) <= _QUEUES_ASKED
         try:
-            await self._db_call(self.store.finish, [f for _, f in batch])
+            waiting = await self._db_call(
+                self.store.finish, [f for _, f in batch], queues=queues if asked else ()
+            )
             recorded = True
         except Exception:
             # The rows stay in_flight in the database; their leases expire and they are
             # sent again with the same message ids (at least once), so only free the slots.
             log.exception("could not record %d attempts; leases will return them", len(batch))
-            recorded = False
+            recorded = waiting = False
         for c, finished in batch:
             self._in_flight[c.destination] -= 1
             if recorded:
                 self.metrics.observe(c.destination, finished.new_status, c.created_at)
         assert self._wake is not None and self._recorded is not None
-        self._wake.set()
+        if waiting or not (asked and recorded) or self._saturated:
+            self._wake.set()  # claim now: something may be due that the slots held back
         self._recorded.set()
 
     async def _drain(self) -> None:

@@ -87,6 +87,11 @@ UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = ?, updated_at 
   payload = COALESCE(?, payload), content_type = COALESCE(?, content_type)
 WHERE id = ? AND claimed_by = ? AND status = 'in_flight'
 """
+# One probe of the open-rows index per queue (as the claim's head test reads it).
+_OPEN_IN_QUEUE = """
+SELECT 1 FROM deliveries WHERE destination = ? AND ordering_key = ?
+  AND status IN ('pending', 'in_flight') LIMIT 1
+"""
 _INSERT_ATTEMPT = """
 INSERT INTO attempts (delivery_id, number, worker, started_at, latency_ms, outcome, status,
   response, error_class, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -452,14 +457,18 @@ class Store:
             rows = sorted(cursor.fetchall(), key=lambda r: int(r[0]))
         return [_claimed(r, self._bodies) for r in rows]
 
-    def finish(self, results: Sequence[Finished]) -> None:
+    def finish(
+        self, results: Sequence[Finished], *, queues: Iterable[tuple[str, str]] = ()
+    ) -> bool:
         """Record attempts and move their deliveries on, in one transaction.
 
         A row whose lease was taken over by another worker is left alone: the attempt is
-        still recorded, because it happened.
+        still recorded, because it happened. Returns whether any of ``queues``
+        ((destination, ordering key) pairs: those of the results) still holds an open
+        delivery, which a finished one may have been holding back.
         """
         if not results:
-            return
+            return False
         updates: list[tuple[Any, ...]] = []
         attempt_rows: list[tuple[Any, ...]] = []
         for r in results:
@@ -482,6 +491,11 @@ class Store:
         with driver.transaction(lock=self._write_lock) as cursor:
             cursor.executemany(driver.sql(_FINISH), updates)
             cursor.executemany(driver.sql(_INSERT_ATTEMPT), attempt_rows)
+            for queue in dict.fromkeys(queues):
+                cursor.execute(driver.sql(_OPEN_IN_QUEUE), queue)
+                if cursor.fetchall():
+                    return True
+        return False
 
     def recover(self, worker: str | None = None) -> int:
         """Return in-flight claims to the queue: every one, or those of ``worker``.

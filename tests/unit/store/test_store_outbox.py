@@ -114,6 +114,24 @@ def test_dead_rows_do_not_block_their_key(store: Store, records: Records) -> Non
     assert [c.id for c in store.claim("w1", limit=5, lease_seconds=30)] == [ids["a2"]]
 
 
+def test_finish_tells_whether_a_queue_still_holds_open_deliveries(
+    store: Store, records: Records
+) -> None:
+    ids = seed(store, records, [("a1", "A"), ("a2", "A"), ("b1", "B")])
+    store.claim("w1", limit=5, lease_seconds=30)  # a1 and b1; a2 waits behind a1
+    destination = delivery_rows(store)[0]["destination"]
+    b1 = [finished(ids["b1"], "w1", DELIVERED)]
+    assert store.finish(b1, queues=[(destination, "B")]) is False
+    a1 = [finished(ids["a1"], "w1", DELIVERED)]
+    assert store.finish(a1, queues=[(destination, "A"), (destination, "B")]) is True
+    assert store.finish([], queues=[(destination, "A")]) is False  # nothing recorded
+    assert status_of(store) == {
+        ids["a1"]: "delivered",
+        ids["a2"]: "pending",
+        ids["b1"]: "delivered",
+    }
+
+
 def test_finish_records_each_outcome(store: Store, records: Records) -> None:
     ids = seed(store, records, [("ok", "K1"), ("retry", "K2"), ("dead", "K3")])
     now = time.time()
