@@ -733,9 +733,10 @@ def format_ts(value: datetime) -> str:
     offset = value.utcoffset()
     if offset is None:
         raise ValueError("format_ts needs an aware datetime")
-    # Keyed with the offset: equal instants in two offsets are equal datetimes, but
-    # are written differently.
-    key = (value, offset)
+    # Keyed by the second written (an ACK's "now" differs in its microseconds every
+    # time) and with the offset: equal instants in two offsets are equal datetimes,
+    # but are written differently.
+    key = (value.replace(microsecond=0) if value.microsecond else value, offset)
     text = _TS_TEXTS.get(key)
     if text is None:
         minutes = int(offset.total_seconds()) // 60

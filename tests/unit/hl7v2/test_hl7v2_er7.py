@@ -283,6 +283,7 @@ def test_times() -> None:
     for _ in range(2):
         assert format_ts(beijing) == "20261125080000+0800"
         assert format_ts(beijing.astimezone(UTC)) == "20261125000000+0000"
+        assert format_ts(beijing.replace(microsecond=999_999)) == "20261125080000+0800"
 
 
 # ------------------------------------------------------------------ properties
