@@ -377,11 +377,11 @@ class MllpConnector(Connector):
                 else:
                     link.answered.append(control_id)
                 return result
-            remaining = deadline - loop.time()
             try:
-                if remaining <= 0:
+                if deadline <= loop.time():
                     raise TimeoutError
-                data = await asyncio.wait_for(link.reader.read(_READ_SIZE), remaining)
+                async with asyncio.timeout_at(deadline):  # no task per read, as wait_for
+                    data = await link.reader.read(_READ_SIZE)
             except TimeoutError:
                 await link.close()  # whatever comes later on it would be out of step
                 return self._timed_out(control_id, mismatched, committed)

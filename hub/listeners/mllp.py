@@ -382,22 +382,27 @@ class MllpListener(Listener):
         if task is not None:
             self._connections.add(task)
         decoder = MllpDecoder(self.settings.max_frame)
+        loop = asyncio.get_running_loop()
+        idle_timeout = self.settings.idle_timeout
         try:
-            while True:
-                try:
-                    data = await asyncio.wait_for(
-                        reader.read(_READ_SIZE), self.settings.idle_timeout
-                    )
-                except TimeoutError:
-                    break
-                items = decoder.feed(data) if data else decoder.close()
-                for item in items:
-                    replies = await self.handler.handle(item, alone=len(self._connections) == 1)
-                    if replies and data:
-                        writer.writelines(replies)
-                        await writer.drain()
-                if not data:
-                    break
+            # One timer for the connection, moved at each read (a wait_for per read cost
+            # a task and a timer per message); it runs only while waiting for data.
+            async with asyncio.timeout(None) as idle:
+                while True:
+                    idle.reschedule(loop.time() + idle_timeout)
+                    data = await reader.read(_READ_SIZE)
+                    idle.reschedule(None)
+                    items = decoder.feed(data) if data else decoder.close()
+                    for item in items:
+                        alone = len(self._connections) == 1
+                        replies = await self.handler.handle(item, alone=alone)
+                        if replies and data:
+                            writer.writelines(replies)
+                            await writer.drain()
+                    if not data:
+                        break
+        except TimeoutError:  # idle for idle_timeout (an OSError: caught first)
+            log.info("mllp listener %s: connection idle for %ss, closed", self.name, idle_timeout)
         except (ConnectionError, ssl.SSLError, OSError) as exc:
             log.info("mllp listener %s: connection ended: %r", self.name, exc)
         except asyncio.CancelledError:

@@ -315,6 +315,26 @@ def test_oversize_frame(database_url: str) -> None:
         running.stop()
 
 
+def test_an_idle_connection_is_closed_and_a_busy_one_is_not(database_url: str) -> None:
+    running = RunningHub(database_url, idle_timeout=0.3)
+    try:
+        client = RawClient(running.port)
+        # Busy: one message every 0.1 s for longer than the idle timeout, all answered.
+        for n in range(6):
+            client.send(frame(adt(f"BUSY-{n}").encode()))
+            (result,) = client.replies(1)
+            assert (result.code, result.control_id) == ("AA", f"BUSY-{n}")
+            time.sleep(0.1)
+        started = time.monotonic()
+        assert client.closed_by_peer()  # then idle: closed by the listener
+        assert 0.1 < time.monotonic() - started < 5
+        client.close()
+        (result,) = exchange(running.port, frame(adt("AFTER").encode()))
+        assert result.code == "AA"  # the listener itself goes on
+    finally:
+        running.stop()
+
+
 @settings(
     max_examples=40,
     deadline=None,
