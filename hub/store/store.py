@@ -210,6 +210,8 @@ class Store:
         self._closed = True
         if self._write_lock is not None:
             self._write_lock.close()
+        self._driver.close()
+        self._bookkeeping_driver.close()
         self.engine.dispose()
         if self._bookkeeping is not self.engine:
             self._bookkeeping.dispose()
