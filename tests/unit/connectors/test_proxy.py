@@ -12,6 +12,7 @@ import base64
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -62,6 +63,16 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
         writer.close()
 
 
+@dataclass(frozen=True)
+class Exchange:
+    """One request read on a connection, and that connection's two ends."""
+
+    head: bytes
+    body: bytes
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+
 class RecordingServer:
     """Reads requests on each connection, keeps their heads, and lets ``answer`` reply;
     ``answer`` returning False ends the connection."""
@@ -79,33 +90,21 @@ class RecordingServer:
                 except (asyncio.IncompleteReadError, OSError):
                     return
                 self.heads.append(head)
-                if not await self.answer(head, body, reader, writer):
+                if not await self.answer(Exchange(head, body, reader, writer)):
                     return
         finally:
             writer.close()
 
-    async def answer(
-        self,
-        head: bytes,
-        body: bytes,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> bool:
+    async def answer(self, exchange: Exchange) -> bool:
         raise NotImplementedError
 
 
 class Origin(RecordingServer):
     """The partner: answers every request 200, keep-alive."""
 
-    async def answer(
-        self,
-        head: bytes,
-        body: bytes,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> bool:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\ndelivered")
-        await writer.drain()
+    async def answer(self, exchange: Exchange) -> bool:
+        exchange.writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\ndelivered")
+        await exchange.writer.drain()
         return True
 
 
@@ -118,13 +117,8 @@ class ProxyTwin(RecordingServer):
         self.expected = credentials
         self.connect_status = connect_status
 
-    async def answer(
-        self,
-        head: bytes,
-        body: bytes,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> bool:
+    async def answer(self, exchange: Exchange) -> bool:
+        head, body, reader, writer = exchange.head, exchange.body, exchange.reader, exchange.writer
         method, target, _ = request_line(head).split(" ")
         if self.expected and header(head, "proxy-authorization") != self.expected:
             writer.write(
