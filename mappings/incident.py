@@ -23,6 +23,7 @@ from hub.model.state import IncidentState, fold
 from mappings.base import MappingError
 
 __all__ = [
+    "MEMO_INCIDENTS",
     "IncidentMemo",
     "event_patient_id",
     "events_through",
@@ -62,6 +63,8 @@ def parse_incident(dicts: Sequence[Mapping[str, Any]]) -> list[Event]:
 
 
 T = TypeVar("T")
+# Incidents a memo remembers (each with its whole history, as the store's shared dicts).
+MEMO_INCIDENTS = 256
 
 
 class _Entry(NamedTuple):
@@ -86,7 +89,7 @@ class IncidentMemo(Generic[T]):
         self,
         start: Callable[[], T],
         step: Callable[[T, Sequence[Event]], T],
-        size: int = 256,
+        size: int = MEMO_INCIDENTS,
     ) -> None:
         self._start = start
         self._step = step

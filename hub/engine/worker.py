@@ -25,13 +25,19 @@ from hub.registry import RegistryError, lookup
 from hub.store.records import Claimed, DeliveryStatus, Finished
 from hub.store.store import Store
 from mappings.base import MappingContext, MappingError, NothingToSend, Payload
+from mappings.incident import MEMO_INCIDENTS
 
 __all__ = ["Worker", "build_connectors", "worker_id"]
 
 log = logging.getLogger("hub.worker")
-# Events held in the incident histories a worker keeps (the dicts are the store's shared
-# ones): about 50 MB at ~1 KB per event, however the incidents' lengths are spread.
-_HISTORY_EVENTS = 50_000
+# The incident histories a worker keeps: as many incidents as the mappings' memos
+# remember (which hold the same dicts, so the worker's copy costs only the tuples), and
+# a bound on their events against a few giant incidents. Kept by events alone (50,000),
+# 200 monitors at 250 samples each outgrew it: every delivery then read its whole
+# history again, and the worker fell from ~2,500 to ~220 messages/s (least recently used
+# is the worst choice when incidents take turns).
+_HISTORY_INCIDENTS = MEMO_INCIDENTS
+_HISTORY_EVENTS = 500_000
 _MAX_PAUSE = 10.0  # seconds between claims while the database keeps failing
 _RECORD_BATCH = 64  # results recorded in one commit at most
 _QUEUES_ASKED = 4  # recording more results than this wakes a claim without asking
@@ -395,7 +401,9 @@ class Worker:
         replaced = self._histories.pop(incident_id, None)
         self._histories[incident_id] = _History(history, until)
         self._history_events += len(history) - (len(replaced.events) if replaced else 0)
-        while self._history_events > _HISTORY_EVENTS and len(self._histories) > 1:
+        while len(self._histories) > 1 and (
+            len(self._histories) > _HISTORY_INCIDENTS or self._history_events > _HISTORY_EVENTS
+        ):
             _, dropped = self._histories.popitem(last=False)
             self._history_events -= len(dropped.events)
         return history

@@ -387,6 +387,28 @@ def test_kept_histories_are_bounded_by_the_events_they_hold(
     assert worker._history_events == 1
 
 
+def test_kept_histories_are_bounded_by_incidents_and_taking_turns_reads_none_again(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Incidents taking turns, as monitors do, within the bound: each history is read
+    once. Bounded by events alone, such a stream outgrew the bound and then read every
+    history again on every delivery."""
+    monkeypatch.setattr("hub.engine.worker._HISTORY_INCIDENTS", 3)
+    plan = make_plan(store.url, mapping="test-worker-stateful")
+    worker = Worker(store, plan, connectors={"partner": ScriptedConnector(DELIVERED)})
+    reads = history_reads(store)
+    for turn in range(4):
+        for incident in ("INC-A", "INC-B", "INC-C"):
+            at = f"2026-11-25T08:0{turn}:00+08:00"  # each a sample later than the last
+            ingest(store, plan, f"{incident}-{turn}", incident=incident, occurred=at)
+            assert rounds(worker) == 1
+    assert sorted(reads) == ["INC-A", "INC-B", "INC-C"]
+    assert worker._history_events == 12
+    ingest(store, plan, "d0", incident="INC-D", occurred="2026-11-25T08:05:00+08:00")
+    assert rounds(worker) == 1
+    assert list(worker._histories) == ["INC-B", "INC-C", "INC-D"]  # INC-A went
+
+
 def test_a_claims_histories_are_read_in_one_store_call(store: Store) -> None:
     plan = make_plan(store.url, mapping="test-worker-stateful")
     for n in range(3):
