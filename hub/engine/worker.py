@@ -61,9 +61,10 @@ class Worker:
     """Drains the outbox until ``stop`` is set, then finishes what it holds.
 
     Each destination claims only as many deliveries as it has free send slots, and each
-    send is recorded as soon as it ends (results are committed in groups), so a slow
-    partner never holds up another. A delivery stays ``in_flight`` until its result is
-    committed, which keeps the next delivery of its key unclaimable until then.
+    send is recorded when it ends, or within ``worker.record_linger`` together with
+    sends ending close to it (see _record), so a slow partner never holds up another. A
+    delivery stays ``in_flight`` until its result is committed, which keeps the next
+    delivery of its key unclaimable until then.
 
     Call :meth:`wake` (from any thread) after a commit that created deliveries, so they
     go out without waiting for the next poll.
