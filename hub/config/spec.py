@@ -61,6 +61,17 @@ class WorkerSpec(_Spec):
         default=60.0, gt=0, description="A claim not finished by then is claimable again."
     )
     shutdown_grace: float = Field(default=10.0, ge=0, description="Seconds to drain at stop.")
+    claim_linger: float = Field(
+        default=0.005,
+        ge=0,
+        le=1.0,
+        description=(
+            "Seconds a worker that had claimed everything due waits, once woken by new "
+            "deliveries, before claiming them, so those arriving close behind are "
+            "claimed, sent and recorded together; 0: claim at once. A result that frees "
+            "a slot or unblocks a queue ends the wait."
+        ),
+    )
     record_linger: float = Field(
         default=0.005,
         ge=0,

@@ -105,7 +105,8 @@ class Worker:
             if inline_db
             else ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-worker-db")
         )
-        self._wake: asyncio.Event | None = None
+        self._wake: asyncio.Event | None = None  # new deliveries were committed
+        self._freed: asyncio.Event | None = None  # a result may have unblocked some
         self._recorded: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._histories: OrderedDict[str, _History] = OrderedDict()
@@ -128,16 +129,19 @@ class Worker:
         ``ready`` is called once the connectors have started.
         """
         self._loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
+        self._wake = wake = asyncio.Event()
+        self._freed = freed = asyncio.Event()
         self._recorded = asyncio.Event()
         for connector in self.connectors.values():
             await connector.start()
         if ready is not None:
             ready()
         failures = 0
+        linger = self._spec.claim_linger
         try:
             while not stop.is_set():
-                self._wake.clear()
+                wake.clear()
+                freed.clear()
                 try:
                     started = await self._claim_and_start()
                 except Exception:
@@ -154,7 +158,12 @@ class Worker:
                 # Everything due was claimed: what comes next is woken for (a commit that
                 # creates deliveries, a result that frees a slot) or polled for (a retry
                 # coming due), not asked for at once with a claim that would find nothing.
-                await _first_of(stop, self._wake, within=self._spec.poll_interval)
+                await _first_of(stop, wake, freed, within=self._spec.poll_interval)
+                if linger and wake.is_set() and not freed.is_set():
+                    # New deliveries: wait a moment for those arriving close behind, to
+                    # claim, send and record them together (see WorkerSpec.claim_linger).
+                    # A result that frees a slot or unblocks a queue ends the wait.
+                    await _first_of(stop, freed, within=linger)
             await self._drain()
         finally:
             for connector in self.connectors.values():
@@ -169,6 +178,7 @@ class Worker:
         """
         # Fresh events each call: a caller may use a new event loop every time.
         self._wake = asyncio.Event()
+        self._freed = asyncio.Event()
         self._recorded = asyncio.Event()
         started = await self._claim_and_start()
         await self._drain()
@@ -256,9 +266,9 @@ class Worker:
             self._in_flight[c.destination] -= 1
             if recorded:
                 self.metrics.observe(c.destination, finished.new_status, c.created_at)
-        assert self._wake is not None and self._recorded is not None
+        assert self._freed is not None and self._recorded is not None
         if waiting or not (asked and recorded) or self._saturated:
-            self._wake.set()  # claim now: something may be due that the slots held back
+            self._freed.set()  # claim now: something may be due that the slots held back
         self._recorded.set()
 
     async def _drain(self) -> None:

@@ -629,3 +629,102 @@ def test_the_next_delivery_of_a_queue_is_claimed_once_the_one_before_is_recorded
 
     asyncio.run(scenario())
     assert [m.message_id for m in partner.sent] == [r["message_id"] for r in rows(store)]
+
+
+def counted_claims(store: Store) -> list[int]:
+    """The number of deliveries each store.claim call returned, from now on."""
+    claims: list[int] = []
+    claim = store.claim
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        claimed = claim(*args, **kwargs)
+        claims.append(len(claimed))
+        return claimed
+
+    store.claim = counted  # type: ignore[method-assign]
+    return claims
+
+
+def test_a_caught_up_worker_woken_waits_a_moment_and_claims_what_came_together(
+    store: Store,
+) -> None:
+    plan = worker_plan(store.url, poll_interval=30, claim_linger=0.3)
+    partner = ScriptedConnector(DELIVERED)
+    worker = Worker(store, plan, connectors={"partner": partner})
+    claims = counted_claims(store)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await until(lambda: claims == [0])  # caught up: nothing was due
+        for n in range(3):  # three commits close together, each waking the worker
+            ingest(store, plan, f"e{n}", incident=f"INC-{n}")
+            worker.wake()
+            await asyncio.sleep(0.02)
+        await until(lambda: len(partner.sent) == 3)
+        stop.set()
+        await task
+
+    asyncio.run(scenario())
+    assert claims == [0, 3]
+
+
+def test_a_delivery_a_result_unblocks_is_claimed_without_the_wait(store: Store) -> None:
+    """The next delivery of a queue, once the one before is recorded, does not wait for
+    the claim linger: a queue drains at the partner's pace, not one per linger."""
+    plan = worker_plan(store.url, poll_interval=30, claim_linger=1.0)
+    for n in range(3):
+        ingest(store, plan, f"e{n}")  # one incident: one queue
+    partner = ScriptedConnector(DELIVERED)
+    worker = Worker(store, plan, connectors={"partner": partner})
+
+    async def drained_within() -> float:
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        started = time.monotonic()
+        await until(lambda: len(partner.sent) == 3)
+        took = time.monotonic() - started
+        stop.set()
+        await task
+        return took
+
+    assert asyncio.run(drained_within()) < 0.5
+
+
+def test_new_deliveries_waiting_for_a_slot_go_out_as_results_free_one(store: Store) -> None:
+    """One slot, three queues, new commits waking the worker meanwhile: the claim linger
+    must not keep a freed slot idle."""
+    plan = plan_from_mapping(
+        {
+            "database_url": store.url,
+            "worker": {"poll_interval": 30, "claim_linger": 1.0, "record_linger": 0},
+            "destinations": {
+                "partner": {"type": "file", "directory": "unused", "max_in_flight": 1}
+            },
+            "routes": [{"name": "r", "destination": "partner", "mapping": "canonical-json"}],
+        },
+        env={},
+    )
+    partner = GatedConnector()
+    worker = Worker(store, plan, connectors={"partner": partner})
+
+    async def scenario() -> float:
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        ingest(store, plan, "e0", incident="INC-0")
+        worker.wake()
+        await until(lambda: len(partner.gates) == 1)
+        for n in (1, 2):  # committed while the only slot is taken
+            ingest(store, plan, f"e{n}", incident=f"INC-{n}")
+            worker.wake()
+        started = time.monotonic()
+        for opened in range(3):  # each send is let through once the worker made it
+            await until(lambda opened=opened: len(partner.gates) > opened)
+            next(g for g in partner.gates.values() if not g.is_set()).set()
+        await until(lambda: len(partner.sent) == 3)
+        took = time.monotonic() - started
+        stop.set()
+        await task
+        return took
+
+    assert asyncio.run(scenario()) < 0.5
