@@ -480,6 +480,22 @@ class GatedConnector(ScriptedConnector):
         return await super().send(message)
 
 
+def seconds_until(worker: Worker, condition: Callable[[], bool]) -> float:
+    """Run the worker until ``condition`` holds; how long that took."""
+
+    async def scenario() -> float:
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        started = time.monotonic()
+        await until(condition)
+        took = time.monotonic() - started
+        stop.set()
+        await task
+        return took
+
+    return asyncio.run(scenario())
+
+
 def finish_calls(store: Store) -> list[int]:
     """The number of results in each store.finish call, from now on."""
     calls: list[int] = []
@@ -533,18 +549,7 @@ def test_the_last_send_running_is_recorded_at_once(store: Store) -> None:
     partner = ScriptedConnector(DELIVERED)
     worker = Worker(store, plan, connectors={"partner": partner})
     calls = finish_calls(store)
-
-    async def recorded_within() -> float:
-        stop = asyncio.Event()
-        task = asyncio.create_task(worker.run(stop))
-        started = time.monotonic()
-        await until(lambda: bool(calls))
-        took = time.monotonic() - started
-        stop.set()
-        await task
-        return took
-
-    assert asyncio.run(recorded_within()) < 0.5
+    assert seconds_until(worker, lambda: bool(calls)) < 0.5
     assert calls == [1]
 
 
@@ -574,13 +579,8 @@ def test_a_slow_send_does_not_hold_up_the_recording_of_others(store: Store) -> N
     assert {r["status"] for r in rows(store)} == {"delivered"}
 
 
-def test_a_claim_that_took_all_that_was_due_waits_to_be_woken(store: Store) -> None:
-    """No second claim straight after one that found fewer than it asked for: it would
-    find nothing, and on SQLite take the write lock received messages wait for."""
-    plan = worker_plan(store.url, poll_interval=30)
-    ingest(store, plan, "e1")
-    partner = ScriptedConnector(DELIVERED)
-    worker = Worker(store, plan, connectors={"partner": partner})
+def counted_claims(store: Store) -> list[int]:
+    """The number of deliveries each store.claim call returned, from now on."""
     claims: list[int] = []
     claim = store.claim
 
@@ -590,6 +590,17 @@ def test_a_claim_that_took_all_that_was_due_waits_to_be_woken(store: Store) -> N
         return claimed
 
     store.claim = counted  # type: ignore[method-assign]
+    return claims
+
+
+def test_a_claim_that_took_all_that_was_due_waits_to_be_woken(store: Store) -> None:
+    """No second claim straight after one that found fewer than it asked for: it would
+    find nothing, and on SQLite take the write lock received messages wait for."""
+    plan = worker_plan(store.url, poll_interval=30)
+    ingest(store, plan, "e1")
+    partner = ScriptedConnector(DELIVERED)
+    worker = Worker(store, plan, connectors={"partner": partner})
+    claims = counted_claims(store)
 
     async def scenario() -> None:
         stop = asyncio.Event()
@@ -631,20 +642,6 @@ def test_the_next_delivery_of_a_queue_is_claimed_once_the_one_before_is_recorded
     assert [m.message_id for m in partner.sent] == [r["message_id"] for r in rows(store)]
 
 
-def counted_claims(store: Store) -> list[int]:
-    """The number of deliveries each store.claim call returned, from now on."""
-    claims: list[int] = []
-    claim = store.claim
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        claimed = claim(*args, **kwargs)
-        claims.append(len(claimed))
-        return claimed
-
-    store.claim = counted  # type: ignore[method-assign]
-    return claims
-
-
 def test_a_caught_up_worker_woken_waits_a_moment_and_claims_what_came_together(
     store: Store,
 ) -> None:
@@ -677,18 +674,7 @@ def test_a_delivery_a_result_unblocks_is_claimed_without_the_wait(store: Store) 
         ingest(store, plan, f"e{n}")  # one incident: one queue
     partner = ScriptedConnector(DELIVERED)
     worker = Worker(store, plan, connectors={"partner": partner})
-
-    async def drained_within() -> float:
-        stop = asyncio.Event()
-        task = asyncio.create_task(worker.run(stop))
-        started = time.monotonic()
-        await until(lambda: len(partner.sent) == 3)
-        took = time.monotonic() - started
-        stop.set()
-        await task
-        return took
-
-    assert asyncio.run(drained_within()) < 0.5
+    assert seconds_until(worker, lambda: len(partner.sent) == 3) < 0.5
 
 
 def test_new_deliveries_waiting_for_a_slot_go_out_as_results_free_one(store: Store) -> None:
