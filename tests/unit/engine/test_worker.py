@@ -6,7 +6,8 @@ import asyncio
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -450,14 +451,8 @@ def test_a_failed_claim_is_logged_and_tried_again_not_the_end_of_delivery(
     worker = Worker(store, plan, connectors={"partner": partner})
 
     async def run_until_delivered() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(worker.run(stop))
-        for _ in range(500):
-            if partner.sent or task.done():
-                break
-            await asyncio.sleep(0.01)
-        stop.set()
-        await task
+        async with running(worker):  # a loop that died would never send
+            await until(lambda: bool(partner.sent))
 
     with caplog.at_level("ERROR", logger="hub.worker"):
         asyncio.run(run_until_delivered())
@@ -480,17 +475,26 @@ class GatedConnector(ScriptedConnector):
         return await super().send(message)
 
 
+@asynccontextmanager
+async def running(worker: Worker) -> AsyncIterator[None]:
+    """The worker's loop, running for the block, then stopped (it drains first)."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
 def seconds_until(worker: Worker, condition: Callable[[], bool]) -> float:
     """Run the worker until ``condition`` holds; how long that took."""
 
     async def scenario() -> float:
-        stop = asyncio.Event()
-        task = asyncio.create_task(worker.run(stop))
-        started = time.monotonic()
-        await until(condition)
-        took = time.monotonic() - started
-        stop.set()
-        await task
+        async with running(worker):
+            started = time.monotonic()
+            await until(condition)
+            took = time.monotonic() - started
         return took
 
     return asyncio.run(scenario())
@@ -526,15 +530,12 @@ def test_sends_finishing_close_together_share_one_commit(store: Store) -> None:
     calls = finish_calls(store)
 
     async def scenario() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(worker.run(stop))
-        await until(lambda: len(partner.gates) == 3)
-        for gate in partner.gates.values():  # one after another, well within the linger
-            gate.set()
-            await asyncio.sleep(0.01)
-        await until(lambda: bool(calls))
-        stop.set()
-        await task
+        async with running(worker):
+            await until(lambda: len(partner.gates) == 3)
+            for gate in partner.gates.values():  # one after another, well within the linger
+                gate.set()
+                await asyncio.sleep(0.01)
+            await until(lambda: bool(calls))
 
     asyncio.run(scenario())
     assert calls == [3]
@@ -563,16 +564,13 @@ def test_a_slow_send_does_not_hold_up_the_recording_of_others(store: Store) -> N
     fast, slow = (r["message_id"] for r in rows(store))
 
     async def scenario() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(worker.run(stop))
-        await until(lambda: len(partner.gates) == 2)
-        partner.gates[fast].set()
-        await until(lambda: bool(calls))  # the fast one, once the linger is over
-        assert calls == [1]
-        assert [r["status"] for r in rows(store)] == ["delivered", "in_flight"]
-        partner.gates[slow].set()
-        stop.set()
-        await task
+        async with running(worker):
+            await until(lambda: len(partner.gates) == 2)
+            partner.gates[fast].set()
+            await until(lambda: bool(calls))  # the fast one, once the linger is over
+            assert calls == [1]
+            assert [r["status"] for r in rows(store)] == ["delivered", "in_flight"]
+            partner.gates[slow].set()
 
     asyncio.run(scenario())
     assert calls == [1, 1]
@@ -603,18 +601,15 @@ def test_a_claim_that_took_all_that_was_due_waits_to_be_woken(store: Store) -> N
     claims = counted_claims(store)
 
     async def scenario() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(worker.run(stop))
-        await until(lambda: len(partner.sent) == 1 and rows(store)[0]["status"] == "delivered")
-        await asyncio.sleep(0.1)
-        # Nothing waited behind the recorded delivery in its queue, so no claim follows
-        # its result either; before, two did, finding nothing: [1, 0, 0].
-        assert claims == [1]
-        ingest(store, plan, "e2")
-        worker.wake()  # as the hub does after a commit that created deliveries
-        await until(lambda: len(partner.sent) == 2)
-        stop.set()
-        await task
+        async with running(worker):
+            await until(lambda: len(partner.sent) == 1 and rows(store)[0]["status"] == "delivered")
+            await asyncio.sleep(0.1)
+            # Nothing waited behind the recorded delivery in its queue, so no claim follows
+            # its result either; before, two did, finding nothing: [1, 0, 0].
+            assert claims == [1]
+            ingest(store, plan, "e2")
+            worker.wake()  # as the hub does after a commit that created deliveries
+            await until(lambda: len(partner.sent) == 2)
 
     asyncio.run(scenario())
     assert claims[:2] == [1, 1]
@@ -632,11 +627,8 @@ def test_the_next_delivery_of_a_queue_is_claimed_once_the_one_before_is_recorded
     worker = Worker(store, plan, connectors={"partner": partner})
 
     async def scenario() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(worker.run(stop))
-        await until(lambda: len(partner.sent) == 2)
-        stop.set()
-        await task
+        async with running(worker):
+            await until(lambda: len(partner.sent) == 2)
 
     asyncio.run(scenario())
     assert [m.message_id for m in partner.sent] == [r["message_id"] for r in rows(store)]
@@ -651,16 +643,13 @@ def test_a_caught_up_worker_woken_waits_a_moment_and_claims_what_came_together(
     claims = counted_claims(store)
 
     async def scenario() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(worker.run(stop))
-        await until(lambda: claims == [0])  # caught up: nothing was due
-        for n in range(3):  # three commits close together, each waking the worker
-            ingest(store, plan, f"e{n}", incident=f"INC-{n}")
-            worker.wake()
-            await asyncio.sleep(0.02)
-        await until(lambda: len(partner.sent) == 3)
-        stop.set()
-        await task
+        async with running(worker):
+            await until(lambda: claims == [0])  # caught up: nothing was due
+            for n in range(3):  # three commits close together, each waking the worker
+                ingest(store, plan, f"e{n}", incident=f"INC-{n}")
+                worker.wake()
+                await asyncio.sleep(0.02)
+            await until(lambda: len(partner.sent) == 3)
 
     asyncio.run(scenario())
     assert claims == [0, 3]
@@ -695,22 +684,19 @@ def test_new_deliveries_waiting_for_a_slot_go_out_as_results_free_one(store: Sto
     worker = Worker(store, plan, connectors={"partner": partner})
 
     async def scenario() -> float:
-        stop = asyncio.Event()
-        task = asyncio.create_task(worker.run(stop))
-        ingest(store, plan, "e0", incident="INC-0")
-        worker.wake()
-        await until(lambda: len(partner.gates) == 1)
-        for n in (1, 2):  # committed while the only slot is taken
-            ingest(store, plan, f"e{n}", incident=f"INC-{n}")
+        async with running(worker):
+            ingest(store, plan, "e0", incident="INC-0")
             worker.wake()
-        started = time.monotonic()
-        for opened in range(3):  # each send is let through once the worker made it
-            await until(lambda opened=opened: len(partner.gates) > opened)
-            next(g for g in partner.gates.values() if not g.is_set()).set()
-        await until(lambda: len(partner.sent) == 3)
-        took = time.monotonic() - started
-        stop.set()
-        await task
+            await until(lambda: len(partner.gates) == 1)
+            for n in (1, 2):  # committed while the only slot is taken
+                ingest(store, plan, f"e{n}", incident=f"INC-{n}")
+                worker.wake()
+            started = time.monotonic()
+            for opened in range(3):  # each send is let through once the worker made it
+                await until(lambda opened=opened: len(partner.gates) > opened)
+                next(g for g in partner.gates.values() if not g.is_set()).set()
+            await until(lambda: len(partner.sent) == 3)
+            took = time.monotonic() - started
         return took
 
     assert asyncio.run(scenario()) < 0.5
