@@ -67,9 +67,10 @@ class WorkerSpec(_Spec):
         le=1.0,
         description=(
             "Seconds a worker that had claimed everything due waits, once woken by new "
-            "deliveries, before claiming them, so those arriving close behind are "
-            "claimed, sent and recorded together; 0: claim at once. A result that frees "
-            "a slot or unblocks a queue ends the wait."
+            "deliveries that came within this time of the previous ones, before "
+            "claiming them, so those arriving close behind are claimed, sent and "
+            "recorded together; 0: claim at once. Deliveries farther apart are claimed "
+            "at once; a result that frees a slot or unblocks a queue ends the wait."
         ),
     )
     record_linger: float = Field(

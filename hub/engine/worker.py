@@ -138,6 +138,7 @@ class Worker:
             ready()
         failures = 0
         linger = self._spec.claim_linger
+        woken_at = -linger  # loop time the last new deliveries were noticed
         try:
             while not stop.is_set():
                 wake.clear()
@@ -159,11 +160,16 @@ class Worker:
                 # creates deliveries, a result that frees a slot) or polled for (a retry
                 # coming due), not asked for at once with a claim that would find nothing.
                 await _first_of(stop, wake, freed, within=self._spec.poll_interval)
-                if linger and wake.is_set() and not freed.is_set():
-                    # New deliveries: wait a moment for those arriving close behind, to
-                    # claim, send and record them together (see WorkerSpec.claim_linger).
-                    # A result that frees a slot or unblocks a queue ends the wait.
-                    await _first_of(stop, freed, within=linger)
+                if wake.is_set() and not freed.is_set():
+                    # New deliveries. Coming close behind the previous ones, more are
+                    # likely within the linger: wait for them, to claim, send and record
+                    # them together (see WorkerSpec.claim_linger). Farther apart, waiting
+                    # would only add latency. A result that frees a slot or unblocks a
+                    # queue ends the wait.
+                    now = self._loop.time()
+                    close, woken_at = now - woken_at < linger, now
+                    if close:
+                        await _first_of(stop, freed, within=linger)
             await self._drain()
         finally:
             for connector in self.connectors.values():

@@ -634,9 +634,7 @@ def test_the_next_delivery_of_a_queue_is_claimed_once_the_one_before_is_recorded
     assert [m.message_id for m in partner.sent] == [r["message_id"] for r in rows(store)]
 
 
-def test_a_caught_up_worker_woken_waits_a_moment_and_claims_what_came_together(
-    store: Store,
-) -> None:
+def test_deliveries_coming_close_together_are_claimed_together(store: Store) -> None:
     plan = worker_plan(store.url, poll_interval=30, claim_linger=0.3)
     partner = ScriptedConnector(DELIVERED)
     worker = Worker(store, plan, connectors={"partner": partner})
@@ -645,14 +643,36 @@ def test_a_caught_up_worker_woken_waits_a_moment_and_claims_what_came_together(
     async def scenario() -> None:
         async with running(worker):
             await until(lambda: claims == [0])  # caught up: nothing was due
-            for n in range(3):  # three commits close together, each waking the worker
+            for n in range(4):  # four commits close together, each waking the worker
                 ingest(store, plan, f"e{n}", incident=f"INC-{n}")
                 worker.wake()
                 await asyncio.sleep(0.02)
-            await until(lambda: len(partner.sent) == 3)
+            await until(lambda: len(partner.sent) == 4)
 
     asyncio.run(scenario())
-    assert claims == [0, 3]
+    # The first after a quiet spell at once; those close behind it waited for each other.
+    assert claims == [0, 1, 3]
+
+
+def test_deliveries_coming_far_apart_are_claimed_at_once(store: Store) -> None:
+    """Waiting when nothing else is coming would only add latency."""
+    plan = worker_plan(store.url, poll_interval=30, claim_linger=0.3)
+    partner = ScriptedConnector(DELIVERED)
+    worker = Worker(store, plan, connectors={"partner": partner})
+    waits: list[float] = []
+
+    async def scenario() -> None:
+        async with running(worker):
+            for n in range(3):
+                await asyncio.sleep(0.35)  # farther apart than the linger
+                ingest(store, plan, f"e{n}", incident=f"INC-{n}")
+                woken = time.monotonic()
+                worker.wake()
+                await until(lambda n=n: len(partner.sent) == n + 1)
+                waits.append(time.monotonic() - woken)
+
+    asyncio.run(scenario())
+    assert max(waits) < 0.2, waits
 
 
 def test_a_delivery_a_result_unblocks_is_claimed_without_the_wait(store: Store) -> None:
