@@ -235,9 +235,9 @@ class Worker:
         Sends still running may join for up to ``worker.record_linger`` seconds: one
         commit for several results costs about what one costs alone, and on SQLite each
         commit takes the write lock that received messages wait for. With 8 monitors
-        into one HIS, 2 ms raised delivery from ~1,190 to ~1,500–1,640 messages/s and 5 ms
-        to ~1,740–1,950, measured side by side (CHANGELOG). A result that is the last one running
-        (one connection sending in turn) is recorded at once.
+        into one HIS, 2 ms raised delivery from ~1,190 to ~1,500–1,640 messages/s and
+        5 ms to ~1,740–1,950, measured side by side (CHANGELOG). A result that is the
+        last one running (one connection sending in turn) is recorded at once.
         """
         loop = asyncio.get_running_loop()
         await asyncio.sleep(0)  # let sends finishing in this loop turn join the group
