@@ -29,6 +29,7 @@ __all__ = [
     "events_through",
     "fold_events",
     "fold_through",
+    "incident_source",
     "parse_incident",
 ]
 
@@ -140,6 +141,12 @@ _FOLDS: IncidentMemo[IncidentState] = IncidentMemo(
 def fold_through(dicts: Sequence[Mapping[str, Any]]) -> tuple[IncidentState, Event]:
     """The incident folded through its last event, and that event; MappingError if invalid."""
     return _FOLDS.reduce(dicts)
+
+
+def incident_source(state: IncidentState) -> str:
+    """The system that produced the incident (see IncidentState.source), as messages
+    name their sender; ``unknown`` before any event."""
+    return state.source or "unknown"
 
 
 def fold_events(dicts: Sequence[Mapping[str, Any]]) -> IncidentState:

@@ -36,7 +36,7 @@ from hub.registry import register
 from mappings.base import MappingContext, MappingError, Payload
 from mappings.fhir.bundle import build_bundle, entry_uuid
 from mappings.fhir.validation import validate_bundle
-from mappings.incident import event_patient_id, events_through, fold_events
+from mappings.incident import event_patient_id, events_through, fold_events, incident_source
 from mappings.tables import BUILTIN_TABLES
 
 __all__ = ["CONTENT_TYPE", "FhirOptions", "entry_uuid", "fhir_r4_transaction", "incident_bundle"]
@@ -74,7 +74,7 @@ def incident_bundle(event: Mapping[str, Any], ctx: MappingContext) -> dict[str, 
     options = parse_options(ctx.options)
     dicts = events_through(event, ctx.incident_events)
     state = fold_events(dicts)
-    source = state.source or "unknown"
+    source = incident_source(state)
     patient_id = event_patient_id(event)
     tables = BUILTIN_TABLES.with_overrides(options.code_overrides or None)
     return build_bundle(

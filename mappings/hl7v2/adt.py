@@ -36,7 +36,7 @@ from mappings.hl7v2.common import (
     parse_options,
     root_patient_id,
 )
-from mappings.incident import IncidentMemo, events_through
+from mappings.incident import IncidentMemo, events_through, incident_source
 
 __all__ = [
     "CANCEL_OF",
@@ -188,7 +188,7 @@ def hl7v2_adt(event: Mapping[str, Any], ctx: MappingContext) -> Payload:
     actions, state = replay.actions, replay.state
     if len(actions) == 1 and (actions[0].kind == "skip" or actions[0].patient_id is None):
         raise NothingToSend(actions[0].reason)
-    source = state.source or "unknown"
+    source = incident_source(state)
     messages = []
     for n, action in enumerate(actions):
         trigger: str

@@ -24,7 +24,7 @@ from hub.model.vitals import VITAL_SIGNS_PANEL_LOINC, VitalSigns
 from hub.registry import register
 from mappings.base import MappingContext, NothingToSend, Payload
 from mappings.hl7v2.common import Hl7v2Options, MessageBuilder, encode, number, parse_options
-from mappings.incident import events_through, fold_through
+from mappings.incident import events_through, fold_through, incident_source
 
 __all__ = ["ECG_PANEL_LOINC", "STEMI_CODE", "hl7v2_oru"]
 
@@ -61,7 +61,7 @@ def hl7v2_oru(event: Mapping[str, Any], ctx: MappingContext) -> Payload:
     ):
         where = destination.hospital_code if destination else "no hospital yet"
         raise NothingToSend(f"the patient goes to {where}, not {options.hospital_code}")
-    builder = MessageBuilder.start(options, state, ctx, state.source or "unknown", patient_id)
+    builder = MessageBuilder.start(options, state, ctx, incident_source(state), patient_id)
     builder.msh("ORU", "R01", "ORU_R01")
     builder.pid(state.patients.get(patient_id), patient_id)
     builder.pv1(patient_id, full=False)
