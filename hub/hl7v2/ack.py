@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from functools import lru_cache
 
 from hub.hl7v2.er7 import (
     DEFAULT_SEPARATORS,
@@ -213,11 +214,8 @@ def _ack_text(
     return writer.text()
 
 
-# An accept without errors differs from the last one to the same sender only in its
-# time, its control id and MSA-2: the rest is built once per kind of header and kept.
-_TEMPLATES: dict[tuple[object, ...], tuple[str, str, str] | None] = {}
-_TEMPLATES_KEPT = 256
-_HOLE = "\ue000"  # stands for each varying part while a template is built
+_HOLE = "\ue000"  # stands for the time and the control id while a template is built
+_MSA2 = "0"  # stands for MSA-2 in the header a template is built from
 
 
 def _template(
@@ -228,39 +226,37 @@ def _template(
     sending_facility: str | None,
 ) -> tuple[str, str, str] | None:
     """(before the time, between time and control id, between that and MSA-2), or None
-    when this header's control id or fields do not allow a template."""
+    when this header's control id does not allow a template.
+
+    An accept without errors differs from the last one to the same sender only in its
+    time, its control id and MSA-2: the rest is built once per kind of header, from the
+    fields the reply copies (MSH-3 to 6, 9, 11, 12 and 18), and kept.
+    """
     fields = received.fields
     if len(fields) <= 10 or not _verbatim(fields[10], received):
         return None
     field = received.field
-    # What the reply copies: MSH-3 to 6, 9 (trigger), 11, 12 and 18.
-    key: tuple[object, ...] = (received.separators, fields[3:7], field(9), field(11))
-    key += (field(12), field(18), ack_code, charset, sending_application, sending_facility)
-    try:
-        return _TEMPLATES[key]
-    except KeyError:
-        pass
-    template = None
-    control_id = fields[10]
+    copied = (*fields[:7], "", "", field(9), _MSA2, field(11), field(12), "", "", "", "", "")
+    header = MshHeader(received.separators, (*copied, field(18)))
+    return _built_template(header, ack_code, charset, sending_application, sending_facility)
+
+
+@lru_cache(maxsize=256)
+def _built_template(
+    header: MshHeader,
+    ack_code: AckCode,
+    charset: str | None,
+    sending_application: str | None,
+    sending_facility: str | None,
+) -> tuple[str, str, str] | None:
     full = _ack_text(
-        received,
-        ack_code,
-        _HOLE,
-        _HOLE,
-        None,
-        (),
-        charset,
-        sending_application,
-        sending_facility,
+        header, ack_code, _HOLE, _HOLE, None, (), charset, sending_application, sending_facility
     )
     parts = full.split(_HOLE)
-    if len(parts) == 3 and parts[2].endswith(control_id + "\r"):
-        head, middle, rest = parts
-        template = (head, middle, rest[: len(rest) - len(control_id) - 1])
-    if len(_TEMPLATES) >= _TEMPLATES_KEPT:
-        _TEMPLATES.clear()
-    _TEMPLATES[key] = template
-    return template
+    if len(parts) != 3 or not parts[2].endswith(_MSA2 + "\r"):
+        return None  # a copied field held the stand-in
+    head, middle, rest = parts
+    return head, middle, rest[: -len(_MSA2) - 1]
 
 
 def _verbatim(value: str, received: MshHeader) -> bool:
@@ -276,7 +272,6 @@ def _verbatim(value: str, received: MshHeader) -> bool:
         and seps.escape not in value
         and seps.subcomponent not in value
         and (seps.truncation is None or seps.truncation not in value)
-        and _HOLE not in value
     )
 
 

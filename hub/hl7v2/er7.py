@@ -91,32 +91,31 @@ class Separators:
             )
         field = msh[3]
         end = msh.find(field, 4)
-        chars = msh[4:] if end == -1 else msh[4:end]
-        pool = field + chars
-        known = _DECLARED.get(pool)
-        if known is not None:
-            return known
-        if (
-            not 4 <= len(chars) <= 5
-            or any(not "!" <= c <= "~" or c.isalnum() for c in pool)
-            or len(set(pool)) != len(pool)
-        ):
-            raise Hl7Error(
-                f"MSH-1/MSH-2 do not declare five distinct delimiters: {(field + chars)!r}",
-                ErrorCode.DATA_TYPE_ERROR,
-                ErrorLocation("MSH", 1, 2),
-            )
-        separators = cls(
-            field, chars[0], chars[1], chars[2], chars[3], chars[4] if len(chars) > 4 else None
+        return _declared(field + (msh[4:] if end == -1 else msh[4:end]))
+
+
+# Every message of a sender declares the same: read once (an invalid one raises, and is
+# not kept).
+@lru_cache(maxsize=64)
+def _declared(pool: str) -> Separators:
+    """Separators from MSH-1 followed by MSH-2; Hl7Error unless five or six distinct
+    printable non-alphanumeric characters."""
+    field, chars = pool[0], pool[1:]
+    if (
+        not 4 <= len(chars) <= 5
+        or any(not "!" <= c <= "~" or c.isalnum() for c in pool)
+        or len(set(pool)) != len(pool)
+    ):
+        raise Hl7Error(
+            f"MSH-1/MSH-2 do not declare five distinct delimiters: {pool!r}",
+            ErrorCode.DATA_TYPE_ERROR,
+            ErrorLocation("MSH", 1, 2),
         )
-        if len(_DECLARED) < _DECLARED_KEPT:
-            _DECLARED[pool] = separators
-        return separators
+    return Separators(
+        field, chars[0], chars[1], chars[2], chars[3], chars[4] if len(chars) > 4 else None
+    )
 
 
-# Valid MSH-1 + MSH-2 as declared, read once each: every message of a sender repeats them.
-_DECLARED: dict[str, Separators] = {}
-_DECLARED_KEPT = 64
 DEFAULT_SEPARATORS = Separators()
 
 
@@ -733,25 +732,18 @@ def format_ts(value: datetime) -> str:
     offset = value.utcoffset()
     if offset is None:
         raise ValueError("format_ts needs an aware datetime")
-    # Keyed by the second written (an ACK's "now" differs in its microseconds every
-    # time) and with the offset: equal instants in two offsets are equal datetimes,
-    # but are written differently.
-    key = (value.replace(microsecond=0) if value.microsecond else value, offset)
-    text = _TS_TEXTS.get(key)
-    if text is None:
-        minutes = int(offset.total_seconds()) // 60
-        sign = "-" if minutes < 0 else "+"
-        minutes = abs(minutes)
-        text = value.strftime("%Y%m%d%H%M%S") + f"{sign}{minutes // 60:02d}{minutes % 60:02d}"
-        if len(_TS_TEXTS) >= _TS_TEXTS_KEPT:
-            _TS_TEXTS.clear()
-        _TS_TEXTS[key] = text
-    return text
+    # Kept by the second written (an ACK's "now" differs in its microseconds every time)
+    # and by the offset: equal instants in two offsets are equal datetimes, but are
+    # written differently.
+    return _ts_text(value.replace(microsecond=0) if value.microsecond else value, offset)
 
 
-# A message repeats its times (each OBX-14 of one sample): each is written once.
-_TS_TEXTS: dict[tuple[datetime, timedelta], str] = {}
-_TS_TEXTS_KEPT = 256
+@lru_cache(maxsize=256)  # a message repeats its times (each OBX-14 of one sample)
+def _ts_text(value: datetime, offset: timedelta) -> str:
+    minutes = int(offset.total_seconds()) // 60
+    sign = "-" if minutes < 0 else "+"
+    minutes = abs(minutes)
+    return value.strftime("%Y%m%d%H%M%S") + f"{sign}{minutes // 60:02d}{minutes % 60:02d}"
 
 
 # --------------------------------------------------------------------- writing
