@@ -5,8 +5,9 @@ folded incident states. With CPython's default thresholds (700, 10, 10) a young
 collection ran every few deliveries and a full one, over all of that, every few
 thousand: 24 µs per delivered message in a worker draining a backlog, and 305–321
 instead of 350 µs of CPU per message once tuned (in process, the HIS twin apart).
-Nothing in the hub depends on prompt collection of reference cycles; memory held by
-them is bounded by the thresholds below.
+Nothing in the hub depends on prompt collection of reference cycles: they are still
+collected, only later (a 60,000-message run kept the worker's memory where it was
+before, ~300 MB, and the hub's at ~90 MB).
 """
 
 from __future__ import annotations
