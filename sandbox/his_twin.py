@@ -1,15 +1,20 @@
 """Twin of a hospital HIS that receives HL7 v2 over MLLP and answers with ACKs.
 
 It records every message (control id, message type, raw bytes, decoded text), checks it
-minimally (MSH present, MSH-9 and MSH-10 valued) and answers AA, or misbehaves on
-request: NAK with AE or AR, answer late, hang up without answering, answer with a wrong
-MSA-2, or say nothing. It honours enhanced mode (MSH-15/MSH-16: CA then AA). Its charset
-is the one peer setting a HIS has: messages without MSH-18 are read with it, and its
-replies are written with it.
+minimally (every segment well formed, MSH-9 and MSH-10 valued) and
+answers AA, or misbehaves on request: NAK with AE or AR, answer late, hang up without
+answering, answer with a wrong MSA-2, or say nothing. It honours enhanced mode
+(MSH-15/MSH-16: CA then AA). Its charset is the one peer setting a HIS has: messages
+without MSH-18 are read with it, and its replies are written with it.
 
 Run it on the caller's event loop (``await twin.start()``) or in a thread of its own
 (``twin.start_in_thread()``); either way it binds a free loopback port, and the same
 port again when started after a stop (a partner restart), keeping what it received.
+
+Each connection is an :class:`asyncio.Protocol` that answers inside ``data_received``:
+the twin shares the benchmark's cores with the hub under test, and a stream task per
+connection (a future per read, a drain per answer) cost it more CPU than its own work.
+Answers on a connection always go out in arrival order.
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ import contextlib
 import ssl
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, cast
 
 from hub.hl7v2.ack import AckCode, ErrorDetail, ack_wanted, build_ack
 from hub.hl7v2.er7 import MshHeader, codec_for, decode, parse_message
@@ -95,7 +101,7 @@ class HisTwin:
         self.state = _State()
         self._lock = threading.Lock()
         self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._clients: set[_Connection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -142,8 +148,8 @@ class HisTwin:
         done.wait(10)
 
     def _close_clients(self) -> None:
-        for writer in list(self._writers):
-            writer.close()
+        for client in list(self._clients):
+            client.close()
 
     # ------------------------------------------------------------------ inspection
 
@@ -176,8 +182,9 @@ class HisTwin:
 
     async def start(self) -> HisTwin:
         """Bind on the running loop: a free port at first, the same one after a stop."""
-        self._server = await asyncio.start_server(
-            self._serve, self.host, self._port, ssl=self.ssl_context
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Connection(self), self.host, self._port, ssl=self.ssl_context
         )
         self._port = int(self._server.sockets[0].getsockname()[1])
         return self
@@ -228,8 +235,9 @@ class HisTwin:
 
     async def _shutdown(self) -> None:
         await self.stop()
-        # A connection accepted while stopping has a task not yet run; it ends at once
-        # (see _serve), so wait for those before the loop closes.
+        # A connection accepted while stopping is closed as it is made (see _Connection),
+        # and a transport closes in callbacks of its own: let those run before the loop
+        # closes.
         for _ in range(5):
             others = asyncio.all_tasks() - {asyncio.current_task()}
             if not others:
@@ -249,42 +257,6 @@ class HisTwin:
 
     # ------------------------------------------------------------------ serving
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._server is None:  # accepted while stopping
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-            return
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-        self._writers.add(writer)
-        with self._lock:
-            self.state.connections += 1
-        decoder = MllpDecoder()
-        try:
-            while True:
-                data = await reader.read(65536)
-                items = decoder.feed(data) if data else decoder.close()
-                for item in items:
-                    if isinstance(item, FrameError):
-                        with self._lock:
-                            self.state.garbage += 1
-                        continue
-                    if not await self._answer(item, writer):
-                        return
-                if not data:
-                    return
-        except (ConnectionError, OSError, asyncio.CancelledError):
-            return
-        finally:
-            self._writers.discard(writer)
-            if task is not None:
-                self._tasks.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
     def _next_behaviour(self) -> HisBehaviour:
         with self._lock:
             current = self.state.behaviour
@@ -294,19 +266,23 @@ class HisTwin:
             self.state.behaviour = replace(current, count=left) if left > 0 else HisBehaviour()
             return current if current.count > 0 else HisBehaviour()
 
-    async def _answer(self, raw: bytes, writer: asyncio.StreamWriter) -> bool:
-        """Record and answer one message; False when the connection must end."""
-        behaviour = self._next_behaviour()
+    def _garbage(self) -> None:
+        with self._lock:
+            self.state.garbage += 1
+
+    def _answer(self, raw: bytes, behaviour: HisBehaviour) -> bytes | None:
+        """Record one message; return the framed reply (b"" for none), None to hang up."""
         msh: MshHeader | None = None
         codec = self.codec
-        text = ""
+        text = control_id = ""
         error: Hl7Error | None = None
         try:
             decoded = decode(raw, self.charset)
             codec, text = decoded.codec, decoded.text
             msh = parse_message(text, codec).header
-            for number in (9, 10):
-                if not msh.get(number).strip():
+            control_id = msh.control_id  # read once: the record and the reply want it too
+            for number, value in ((9, msh.get(9)), (10, control_id)):
+                if not value.strip():
                     raise Hl7Error(
                         f"MSH-{number} is empty",
                         ErrorCode.REQUIRED_FIELD_MISSING,
@@ -314,9 +290,6 @@ class HisTwin:
                     )
         except Hl7Error as exc:
             error = exc
-        control_id = msh.control_id if msh is not None else ""
-        if behaviour.delay:
-            await asyncio.sleep(behaviour.delay)
         code: AckCode | None
         errors: tuple[ErrorDetail, ...] = ()
         echo = control_id
@@ -331,24 +304,23 @@ class HisTwin:
             code = None
         else:
             code = AckCode.AA
-        self._record(raw, text, codec, msh, code)
+        self._record(raw, text, codec, msh, control_id, code)
         if behaviour.mode == "drop" and error is None:
-            return False
+            return None
         if code is None:
-            return True
-        replies = self._acks(msh, code, errors, echo)
-        writer.writelines(frame(r.encode(codec, errors="replace")) for r in replies)
-        await writer.drain()
-        return True
+            return b""
+        replies = self._acks(msh, control_id, code, errors, echo)
+        return b"".join(frame(r.encode(codec, errors="replace")) for r in replies)
 
     def _acks(
         self,
         msh: MshHeader | None,
+        control_id: str,
         code: AckCode,
         errors: tuple[ErrorDetail, ...],
         echo: str,
     ) -> list[str]:
-        if msh is not None and echo != msh.control_id:
+        if msh is not None and echo != control_id:
             fields = list(msh.fields)
             fields[10] = echo
             msh = MshHeader(msh.separators, tuple(fields))
@@ -375,9 +347,14 @@ class HisTwin:
         ]
 
     def _record(
-        self, raw: bytes, text: str, codec: str, msh: MshHeader | None, code: AckCode | None
+        self,
+        raw: bytes,
+        text: str,
+        codec: str,
+        msh: MshHeader | None,
+        control_id: str,
+        code: AckCode | None,
     ) -> None:
-        control_id = msh.control_id if msh is not None else ""
         item = HisReceived(
             control_id=control_id,
             message_type=msh.message_type if msh is not None else "",
@@ -393,3 +370,138 @@ class HisTwin:
                 if control_id not in self.state.accepted:
                     self.state.order.append(control_id)
                 self.state.accepted.setdefault(control_id, []).append(raw)
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection, answered inside ``data_received`` (no task per message).
+
+    A message whose behaviour has a delay needs an await: it and everything after it on
+    this connection go to a worker task, and reading pauses until the worker is done, so
+    answers keep arrival order and a burst never queues more than one read. Reading also
+    pauses while the transport's write buffer is full (a client that does not read its
+    ACKs), so the twin never buffers without bound.
+    """
+
+    def __init__(self, twin: HisTwin) -> None:
+        self._twin = twin
+        self._transport: asyncio.Transport | None = None
+        self._decoder = MllpDecoder()
+        self._queue: deque[bytes | FrameError] = deque()  # waiting for the worker
+        self._worker: asyncio.Task[None] | None = None
+        self._write_paused = False
+        self._eof = False  # the peer finished sending; close once all is answered
+
+    # ------------------------------------------------------------------ transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport = cast(asyncio.Transport, transport)
+        twin = self._twin
+        if twin._server is None:  # accepted while stopping
+            transport.close()
+            return
+        twin._clients.add(self)
+        with twin._lock:
+            twin.state.connections += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # A running worker sees the transport closing and stops after its message, as a
+        # handler blocked in a delay did when hung up on.
+        self._twin._clients.discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        items = self._decoder.feed(data)
+        if self._worker is not None:
+            self._queue.extend(items)
+        else:
+            self._take(items)
+
+    def eof_received(self) -> bool:
+        items = self._decoder.close()
+        if self._worker is None:
+            self._take(items)
+        else:
+            self._queue.extend(items)
+        if self._worker is None:
+            return False  # nothing left to answer: the transport closes itself
+        self._eof = True
+        # Plain TCP stays half-open until the worker has answered; TLS closes anyway.
+        return self._transport is not None and self._transport.get_extra_info("sslcontext") is None
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        transport = self._transport
+        if transport is not None and self._worker is None and not transport.is_closing():
+            transport.resume_reading()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    # ------------------------------------------------------------------ answering
+
+    def _take(self, items: list[bytes | FrameError]) -> None:
+        """Answer ``items`` now, until one needs a delay: that one goes to a worker."""
+        transport = self._transport
+        assert transport is not None
+        twin = self._twin
+        for index, item in enumerate(items):
+            if transport.is_closing():
+                return
+            if isinstance(item, FrameError):
+                twin._garbage()
+                continue
+            behaviour = twin._next_behaviour()
+            if behaviour.delay:
+                self._queue.extend(items[index + 1 :])
+                transport.pause_reading()
+                self._worker = asyncio.get_running_loop().create_task(self._work(item, behaviour))
+                twin._tasks.add(self._worker)
+                return
+            if not self._send(twin._answer(item, behaviour)):
+                return
+
+    async def _work(self, raw: bytes, behaviour: HisBehaviour) -> None:
+        """Answer ``raw`` after its delay, then the queue, in order, awaiting each delay."""
+        transport = self._transport
+        assert transport is not None
+        twin = self._twin
+        queue = self._queue
+        try:
+            while True:
+                if behaviour.delay:
+                    await asyncio.sleep(behaviour.delay)
+                if not self._send(twin._answer(raw, behaviour)):
+                    return
+                while True:
+                    if not queue or transport.is_closing():
+                        return
+                    item = queue.popleft()
+                    if not isinstance(item, FrameError):
+                        break
+                    twin._garbage()
+                raw, behaviour = item, twin._next_behaviour()
+        finally:
+            queue.clear()
+            task, self._worker = self._worker, None
+            if task is not None:
+                twin._tasks.discard(task)
+            if self._eof:
+                transport.close()
+            elif not self._write_paused and not transport.is_closing():
+                transport.resume_reading()
+
+    def _send(self, answer: bytes | None) -> bool:
+        """Write a reply from :meth:`HisTwin._answer`; False when the connection ends."""
+        transport = self._transport
+        assert transport is not None
+        if answer is None:
+            transport.close()
+            return False
+        if answer and not transport.is_closing():
+            transport.write(answer)
+        return not transport.is_closing()
