@@ -583,6 +583,18 @@ class Segment:
             return fields[field]
         return _element(fields[field], self.separators, rep, component, subcomponent, self._codec)
 
+    def components(self, field: int) -> list[str]:
+        """The unescaped components of the field's first repetition (each its first
+        subcomponent): one split where a reader wants several components of one field."""
+        raw = self.raw(field)
+        seps = self.separators
+        if not raw or (field <= 2 and self.name == "MSH"):
+            return [raw]
+        if seps.repetition in raw or seps.subcomponent in raw or seps.escape in raw:
+            count = _pick(raw, seps.repetition, 1).count(seps.component) + 1
+            return [self.get(field, c) for c in range(1, count + 1)]
+        return raw.split(seps.component)
+
     def repetitions(self, field: int) -> int:
         """How many repetitions field ``field`` holds (0 when empty)."""
         raw = self.raw(field)
@@ -858,6 +870,12 @@ def _field(value: FieldValue, seps: Separators, esc: Escaper, special: Special) 
     return _join([_component(c, seps, esc) for c in value], seps.component)
 
 
+def build_field(value: FieldValue, seps: Separators = DEFAULT_SEPARATORS) -> Raw:
+    """One field in ER7 form, to write as it is wherever the same value recurs."""
+    esc, special = _writing(seps)
+    return Raw(_field(value, seps, esc, special))
+
+
 @lru_cache(maxsize=256)
 def _segment_id(name: str) -> str:
     if len(name) != 3 or not name.isascii() or not name.isalnum():
@@ -876,14 +894,18 @@ def build_segment(
     """
     _segment_id(name)
     esc, special = _DEFAULT_WRITING if seps is DEFAULT_SEPARATORS else _writing(seps)
-    parts = []
+    parts: list[str] = []
+    texts: list[str] = []  # the plain strings: one test for all (escaping is per character)
     for f in fields:
         if f is None:
             parts.append("")
         elif type(f) is str:
-            parts.append(esc(f) if special(f) else f)
+            parts.append(f)
+            texts.append(f)
         else:
             parts.append(_field(f, seps, esc, special))
+    if texts and special("".join(texts)):
+        parts = [esc(f) if type(f) is str else p for f, p in zip(fields, parts, strict=True)]
     body = _join(parts, seps.field)
     if name == "MSH":
         head = f"MSH{seps.field}{seps.encoding_characters}"

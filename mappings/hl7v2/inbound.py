@@ -276,50 +276,38 @@ class _Reader:
         self._pid()
         fallback = self._time(self.message.segment("OBR"), "OBR", 7) or self._message_time()
         samples: list[dict[str, Any]] = []
-        sample_at: list[datetime] = []
-        locations: dict[str, ErrorLocation] = {}
+        by_time: dict[datetime, list[int]] = {}  # samples per observation time, in order
+        read: list[tuple[int, str, int]] = []  # (sample, vital, OBX number): locations
         for n, obx in enumerate(self.message.all("OBX"), start=1):
-            name = self._vital(obx)
+            name = _vital(obx.components(3))
             if name is None or obx.get(11).strip().upper() in _SKIPPED_STATUS:
                 continue
             value = self._value(obx, n, name)
             when = self._time(obx, "OBX", 14) or fallback
-            index = next(
-                (
-                    i
-                    for i, (s, at) in enumerate(zip(samples, sample_at, strict=True))
-                    if at == when and name not in s
-                ),
-                None,
-            )
+            same_time = by_time.setdefault(when, [])
+            index = next((i for i in same_time if name not in samples[i]), None)
             if index is None:
+                index = len(samples)
                 samples.append({"measured_at": when.isoformat()})
-                sample_at.append(when)
-                index = len(samples) - 1
+                same_time.append(index)
             samples[index][name] = value
-            locations[f"events[0].data.samples[{index}].{name}"] = ErrorLocation("OBX", n, 5)
-            locations.setdefault(f"events[0].data.samples[{index}]", ErrorLocation("OBX", n))
+            read.append((index, name, n))
         if not samples:
             raise Hl7Error(
                 "no vital-sign OBX (OBX-3 a vital-sign LOINC code) in this ORU^R01",
                 ErrorCode.REQUIRED_FIELD_MISSING,
                 ErrorLocation("OBX", 1, 3),
             )
-        event = self._envelope(1, "vitals.recorded", min(sample_at))
+        event = self._envelope(1, "vitals.recorded", min(by_time))
         event["data"] = {
             "patient_id": self._identifier(self.options.patient_field, "patient id"),
             "samples": samples,
         }
-        return Conversion([event], {**self.locations, **locations})
-
-    @staticmethod
-    def _vital(obx: Segment) -> str | None:
-        for code_at, system_at in ((1, 3), (4, 6)):
-            code = obx.get(3, code_at).strip()
-            system = obx.get(3, system_at).strip().upper()
-            if code and system in ("", "LN", "LOINC") and code in _LOINC:
-                return _LOINC[code]
-        return None
+        locations = dict(self.locations)
+        for index, name, n in read:
+            locations[f"events[0].data.samples[{index}].{name}"] = ErrorLocation("OBX", n, 5)
+            locations.setdefault(f"events[0].data.samples[{index}]", ErrorLocation("OBX", n))
+        return Conversion([event], locations)
 
     @staticmethod
     def _value(obx: Segment, n: int, name: str) -> float:
@@ -352,6 +340,17 @@ class _Reader:
                 ErrorLocation("OBX", n, 6),
             )
         return round(convert_unit(value), 2)
+
+
+def _vital(code: list[str]) -> str | None:
+    """The vital sign an OBX-3 (its components) codes: LOINC as the identifier or as
+    the alternate identifier."""
+    for code_at, system_at in ((0, 2), (3, 5)):
+        value = code[code_at].strip() if len(code) > code_at else ""
+        system = code[system_at].strip().upper() if len(code) > system_at else ""
+        if value and system in ("", "LN", "LOINC") and value in _LOINC:
+            return _LOINC[value]
+    return None
 
 
 @lru_cache(maxsize=256)  # the listener's few configured paths, read for every message

@@ -397,6 +397,14 @@ def test_segment_get_reads_each_element_as_its_nesting_says(
     assert segment.get(2, comp) == ""
 
 
+@given(field=st.text(alphabet="ab中~^&\\FS", max_size=14))
+def test_segment_components_are_the_first_repetitions_components(field: str) -> None:
+    segment = parse_message(f"MSH|^~\\&|A\rZZZ|{field}\r").segments[1]
+    first = field.split("~")[0]
+    expected = [_element_by_splitting(field, 1, c, 1) for c in range(1, first.count("^") + 2)]
+    assert segment.components(1) == expected
+
+
 _scalar_values = st.one_of(
     st.none(), st.text(alphabet="ab中|^~&\\\r", max_size=6), st.integers(-5, 99)
 )
