@@ -15,9 +15,10 @@ events: :class:`NothingToSend`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
-from hub.hl7v2.er7 import Component, FieldValue
+from hub.hl7v2.er7 import Component, FieldValue, Raw, build_field
 from hub.model.ecg import DocumentRef, Ecg
 from hub.model.events import EcgAcquired, VitalsRecordedEvent
 from hub.model.vitals import VITAL_SIGNS_PANEL_LOINC, VitalSigns
@@ -119,13 +120,23 @@ def _vitals(builder: MessageBuilder, event_id: str, index: int, sample: VitalSig
     _obr(builder, index, f"{event_id}-{index}", panel, at)
     tables = builder.tables
     for set_id, (name, value) in enumerate(sample.present_values().items(), start=1):
-        loinc = tables.require("vital_loinc", name)
-        code: list[Component] = [loinc, tables.get("vital_display", name), "LN"]
-        ws363 = tables.get("vital_ws363", name) if builder.options.ws363 else None
-        if ws363:
-            code += [ws363, None, WS363_SYSTEM]
-        ucum = tables.require("vital_ucum", name)
-        _obx(builder, set_id, "NM", code, number(value), [ucum, ucum, "UCUM"], at, sample.device_id)
+        code, unit = _vital_fields(
+            tables.require("vital_loinc", name),
+            tables.get("vital_display", name),
+            tables.get("vital_ws363", name) if builder.options.ws363 else None,
+            tables.require("vital_ucum", name),
+        )
+        _obx(builder, set_id, "NM", code, number(value), unit, at, sample.device_id)
+
+
+@lru_cache(maxsize=256)
+def _vital_fields(loinc: str, display: str | None, ws363: str | None, ucum: str) -> tuple[Raw, Raw]:
+    """OBX-3 (LOINC, and WS 363 as the alternate) and OBX-6 (UCUM) of a vital sign, written
+    once: the same few codes fill every OBX of a monitor's stream."""
+    code: list[Component] = [loinc, display, "LN"]
+    if ws363:
+        code += [ws363, None, WS363_SYSTEM]
+    return build_field(code), build_field([ucum, ucum, "UCUM"])
 
 
 def _ecg(builder: MessageBuilder, ecg: Ecg) -> None:
