@@ -10,10 +10,10 @@ socket pair (SOCK_SEQPACKET: every message arrives whole or not at all):
   after every ingest commit, so delivery starts at once instead of at the next poll);
   end of file means the hub is gone, and the child drains and exits;
 - child → hub: ``ready`` once its connectors have started (the hub is ready, and
-  answers ``/readyz``, only when every child is), then one message per recorded attempt
-  (destination, status, creation time), so the hub's ``/metrics`` counts deliveries as
-  before. A report the hub cannot take at once is dropped: metrics are not worth
-  blocking a delivery for.
+  answers ``/readyz``, only when every child is), then reports of recorded attempts
+  (destination, status, creation time; one line each, the attempts of one loop turn in
+  one message), so the hub's ``/metrics`` counts deliveries as before. A report the hub
+  cannot take at once is dropped: metrics are not worth blocking a delivery for.
 
 A child that dies is started again (after 1 s, doubling to 30 s while it keeps dying),
 and its claims are returned to the queue at once.
@@ -45,6 +45,7 @@ _WAKE = b"\x00"
 _READY = b"ready"
 _START_TIMEOUT = 60.0  # seconds a child may take to report ready
 _RESTART_FIRST, _RESTART_MAX = 1.0, 30.0
+_REPORTS_PER_MESSAGE = 32  # lines of at most ~100 bytes: well inside a socket's buffer
 _STEADY = 60.0  # a child that lived this long is healthy again: restart delay resets
 
 
@@ -161,11 +162,12 @@ class WorkerProcesses:
                 if not child.ready.done():
                     child.ready.set_result(None)
                 continue
-            try:
-                destination, status, created_at = message.decode().split("\t")
-                self.observer.observe(destination, DeliveryStatus(status), float(created_at))
-            except ValueError:
-                log.warning("worker process %s sent an unreadable report", child.name)
+            for line in message.split(b"\n"):
+                try:
+                    destination, status, created_at = line.decode().split("\t")
+                    self.observer.observe(destination, DeliveryStatus(status), float(created_at))
+                except ValueError:
+                    log.warning("worker process %s sent an unreadable report", child.name)
 
     async def _supervise(self) -> None:
         waits = {
@@ -213,6 +215,7 @@ class ChildLink:
     def __init__(self, fd: int) -> None:
         self.sock = socket.socket(fileno=fd)
         self.sock.setblocking(False)
+        self._reports: list[str] = []  # sent together at the end of the loop turn
 
     def listen(self, wake: Callable[[], None], stop: asyncio.Event) -> None:
         """Call ``wake`` when the hub says so; set ``stop`` when the hub is gone."""
@@ -233,9 +236,18 @@ class ChildLink:
             self.sock.send(_READY)
 
     def observe(self, destination: str, status: DeliveryStatus, created_at: float) -> None:
-        report = f"{destination}\t{status.value}\t{created_at!r}".encode()
-        with contextlib.suppress(OSError):  # the hub is busy or gone: drop the report
-            self.sock.send(report)
+        """Report an attempt. A worker records attempts in batches: their reports go in
+        one message, which wakes the hub once instead of once per attempt."""
+        if not self._reports:
+            asyncio.get_running_loop().call_soon(self._send_reports)
+        self._reports.append(f"{destination}\t{status.value}\t{created_at!r}")
+
+    def _send_reports(self) -> None:
+        reports, self._reports = self._reports, []
+        for start in range(0, len(reports), _REPORTS_PER_MESSAGE):
+            message = "\n".join(reports[start : start + _REPORTS_PER_MESSAGE]).encode()
+            with contextlib.suppress(OSError):  # the hub is busy or gone: drop the reports
+                self.sock.send(message)
 
     def close(self) -> None:
         self.sock.close()
@@ -245,7 +257,7 @@ def _drain(sock: socket.socket) -> Iterator[bytes]:
     """Every message waiting on ``sock``; an empty one means end of file."""
     while True:
         try:
-            message = sock.recv(4096)
+            message = sock.recv(8192)
         except BlockingIOError:
             return
         except OSError:
