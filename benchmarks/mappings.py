@@ -105,7 +105,10 @@ def cases() -> list[Case]:
 
         return one
 
-    def growing(history: int) -> Callable[[], object]:
+    def growing(
+        history: int,
+        mapping: Callable[[Mapping[str, Any], MappingContext], Any] = oru,
+    ) -> Callable[[], object]:
         """Each call maps the next new vitals event of one incident that already holds
         ``history`` events, as a monitor's stream does: the incident memo extends its
         fold by one event. Every 100 calls the incident starts over at ``history``
@@ -122,7 +125,7 @@ def cases() -> list[Case]:
             n = position[0]
             position[0] = n + 1 if n + 1 < len(stream) else history
             history_now = base + stream[: n + 1]
-            return oru(stream[n], _context(history_now, len(history_now) - 1))
+            return mapping(stream[n], _context(history_now, len(history_now) - 1))
 
         return one
 
@@ -131,6 +134,7 @@ def cases() -> list[Case]:
         ("fhir-r4-transaction, validate (vitals)", run(fhir, vitals)),
         ("fhir-r4-transaction, no validation (vitals)", run(fhir, vitals, validate=False)),
         ("fhir-r4-transaction, validate (ecg)", run(fhir, ecg)),
+        ("fhir-r4-transaction, validate, next event of a 100-event incident", growing(100, fhir)),
         ("hl7v2-adt A04 (destination.assigned)", run(adt, registered, trigger="A04")),
         ("hl7v2-adt A08 (assessment.updated)", run(adt, updated, trigger="A04")),
         (

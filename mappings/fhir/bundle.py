@@ -42,7 +42,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from hub.model.clinical import Allergy, Assessment
@@ -118,6 +119,19 @@ def _address(address: Address) -> dict[str, Any]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class EventRecords:
+    """The clinical records one stream event brought: the only ones its bundle carries.
+
+    ``samples`` are the event's own VitalSigns objects (the folded state holds the same
+    objects, so they are told apart by identity, not by equal values); ``ecg_ids`` the
+    ECGs it acquired.
+    """
+
+    samples: Sequence[VitalSigns] = ()
+    ecg_ids: frozenset[str] = frozenset()
+
+
 class BundleBuilder:
     """Builds one bundle; holds the per-call context (tables, identifier base, state)."""
 
@@ -129,8 +143,10 @@ class BundleBuilder:
         tables: CodeTables,
         options: Mapping[str, Any],
         patient_id: str | None,
+        records: EventRecords | None = None,
     ) -> None:
         self.state = state
+        self.records = records  # None: every vital sign and ECG of the incident
         self.source = source
         self.tables = tables
         self.base = S.identifier_base(options)
@@ -207,12 +223,25 @@ class BundleBuilder:
                 for allergy in assessment.allergies:
                     self.allergy(allergy, assessment, patient, encounter)
                 self.assessment_observations(assessment, patient, encounter, center)
-            for sample in self.state.vitals.get(key, []):
+            for sample in self._samples(key):
                 self.vital_observations(sample, patient, encounter, center)
-            for ecg in self.state.ecgs.get(key, []):
+            for ecg in self._ecgs(key):
                 self.ecg(ecg, patient, encounter, center)
         self.patient = self.patient_key = None
         return self.entries
+
+    def _samples(self, patient_id: str) -> list[VitalSigns]:
+        samples = self.state.vitals.get(patient_id, [])
+        if self.records is None:
+            return samples
+        wanted = self.records.samples
+        return [s for s in samples if any(s is w for w in wanted)]
+
+    def _ecgs(self, patient_id: str) -> list[Ecg]:
+        ecgs = self.state.ecgs.get(patient_id, [])
+        if self.records is None:
+            return ecgs
+        return [e for e in ecgs if e.ecg_id in self.records.ecg_ids]
 
     def organization_120(self) -> str:
         system = self.system("source")
@@ -729,13 +758,20 @@ def build_bundle(
     tables: CodeTables,
     options: Mapping[str, Any],
     patient_id: str | None = None,
+    records: EventRecords | None = None,
 ) -> dict[str, Any]:
     """The transaction Bundle of the incident as it stands, for patient_id's patient.
 
     When patient_id is None or not a known patient: for every patient of the incident.
+    ``records``: of the vital signs and ECGs, only these (None: all of them).
     """
     builder = BundleBuilder(
-        state, source=source, tables=tables, options=options, patient_id=patient_id
+        state,
+        source=source,
+        tables=tables,
+        options=options,
+        patient_id=patient_id,
+        records=records,
     )
     return {
         "resourceType": "Bundle",

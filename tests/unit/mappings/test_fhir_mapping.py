@@ -350,3 +350,64 @@ def test_options_are_read_by_the_spec_hub_check_uses() -> None:
         incident_events=tuple(example_events()[:9]),
     )
     assert fhir_r4_transaction(example_events()[8], without_validation).body
+
+
+def _stream(extra_vitals: int, number: int) -> dict[str, Any]:
+    """The bundle for event ``number`` (1-based) of the example with ``extra_vitals`` more
+    vitals events (a monitor's stream, a minute apart) inserted after event 9."""
+    events = example_events()
+    vitals = events[8]
+    more = []
+    for n in range(1, extra_vitals + 1):
+        event = orjson.loads(orjson.dumps(vitals))
+        event["event_id"] = f"EVT-STREAM-{n:04d}"
+        for sample in event["data"]["samples"]:
+            at = dt.datetime.fromisoformat(sample["measured_at"]) + dt.timedelta(minutes=n)
+            sample["measured_at"] = at.isoformat()
+        more.append(event)
+    history = [*events[:9], *more, *events[9:]]
+    ctx = MappingContext(
+        message_id="MSG-STREAM",
+        created_at=CREATED,
+        destination="emr",
+        incident_events=tuple(history[:number]),
+    )
+    return incident_bundle(history[number - 1], ctx)
+
+
+def _observation_keys(bundle: Mapping[str, Any]) -> set[str]:
+    return {r["identifier"][0]["value"] for r in resources(bundle, "Observation")}
+
+
+def test_a_vitals_event_carries_its_own_samples_not_the_incidents_earlier_ones() -> None:
+    alone = _stream(0, 9)
+    # Event 9 again, now after 30 earlier samples of a monitor: its bundle is no bigger.
+    events = example_events()
+    stream = _stream(30, 9 + 30)  # the last streamed event
+    assert len(stream["entry"]) == len(alone["entry"])
+    own = {e["fullUrl"] for e in stream["entry"]}
+    assert len(own) == len(stream["entry"])
+    # Its Observations are those of its own samples (taken 30 minutes after event 9's).
+    times = {r["effectiveDateTime"] for r in resources(stream, "Observation")}
+    assert {"2026-11-25T08:43:10+08:00", "2026-11-25T08:46:40+08:00"} <= times
+    first = {r["effectiveDateTime"] for r in resources(alone, "Observation")}
+    assert {"2026-11-25T08:13:10+08:00", "2026-11-25T08:16:40+08:00"} <= first
+    assert not {"2026-11-25T08:13:10+08:00", "2026-11-25T08:16:40+08:00"} & times
+    # No ECG rides along with vital signs; the picture's context does.
+    assert resources(stream, "DocumentReference") == []
+    assert observation(stream, "131328") == []
+    for kind in ("Patient", "Encounter", "Condition", "AllergyIntolerance", "Location"):
+        assert len(resources(stream, kind)) == len(resources(alone, kind)) == 1, kind
+    assert events[8]["type"] == "vitals.recorded"
+
+
+def test_an_ecg_event_carries_its_ecg_and_any_other_event_the_whole_history() -> None:
+    ecg = bundle_at(8)
+    assert len(observation(ecg, "131328")) == 1
+    handover = _stream(30, 14 + 30)  # handover.completed, after the stream
+    every_sample = _observation_keys(_stream(0, 14)) | {
+        key for n in range(1, 31) for key in _observation_keys(_stream(n, 9 + n))
+    }
+    assert _observation_keys(handover) == every_sample
+    assert len(observation(handover, "131328")) == 1  # the ECG too
+    assert len(resources(handover, "DocumentReference")) == 1
