@@ -55,7 +55,8 @@ class GroupCommitWriter:
         self._thread = threading.Thread(target=self._run, name="hub-ingest-writer", daemon=True)
         self._started = False
         self._busy = False  # a batch taken from the queue is being committed
-        self.committed: list[Callable[[], None]] = []  # called after each commit (wake workers)
+        # Called after each commit that created deliveries (wakes the workers).
+        self.committed: list[Callable[[], None]] = []
 
     def start(self) -> None:
         if not self._started:
@@ -76,12 +77,15 @@ class GroupCommitWriter:
     def commit_here(self, job: IngestJob) -> IngestOutcome:
         """Commit ``job`` in the calling thread, as the writer would, outside any group."""
         [outcome] = self._store.ingest([job])
-        self._notify()
+        self._notify([job])
         return outcome
 
-    def _notify(self) -> None:
-        for callback in self.committed:
-            callback()
+    def _notify(self, jobs: Sequence[IngestJob]) -> None:
+        """Wake the workers, if the jobs made deliveries (a replay makes none: the store
+        answers it with the first one's)."""
+        if any(event.deliveries for job in jobs for event in job.events):
+            for callback in self.committed:
+                callback()
 
     def submit(self, job: IngestJob) -> asyncio.Future[IngestOutcome]:
         loop = asyncio.get_running_loop()
@@ -117,7 +121,7 @@ class GroupCommitWriter:
             self._busy = False
             for (_, future, loop), outcome in zip(batch, outcomes, strict=True):
                 loop.call_soon_threadsafe(_set_result, future, outcome)
-            self._notify()
+            self._notify([job for job, _, _ in batch])
 
 
 def _field_errors(exc: EventValidationError) -> tuple[dict[str, str], ...]:

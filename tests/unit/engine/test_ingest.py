@@ -34,8 +34,25 @@ class Watched:
         return self.ingest(jobs)
 
 
-def ingestor(store: Store) -> tuple[Ingestor, GroupCommitWriter, list[int]]:
-    plan = plan_from_mapping({"database_url": store.url}, env={})
+def ingestor(
+    store: Store, *, types: tuple[str, ...] = ("*",)
+) -> tuple[Ingestor, GroupCommitWriter, list[int]]:
+    """One route (events of ``types`` to a folder): ``woken`` counts worker wake-ups."""
+    plan = plan_from_mapping(
+        {
+            "database_url": store.url,
+            "destinations": {"partner": {"type": "file", "directory": "unused"}},
+            "routes": [
+                {
+                    "name": "r",
+                    "when": {"types": list(types)},
+                    "destination": "partner",
+                    "mapping": "canonical-json",
+                }
+            ],
+        },
+        env={},
+    )
     writer = GroupCommitWriter(store)
     woken: list[int] = []
     writer.committed.append(lambda: woken.append(1))
@@ -63,6 +80,24 @@ def test_a_lone_sender_commits_in_the_callers_thread_while_the_writer_is_idle(
     assert lone.outcome is not None and grouped.outcome is not None
     assert watched.threads == [threading.current_thread().name, "hub-ingest-writer"]
     assert woken == [1, 1]  # workers are woken after either commit
+
+
+def test_a_commit_that_made_no_delivery_wakes_no_worker(store: Store) -> None:
+    Watched(store)
+    ingest, writer, woken = ingestor(store, types=("vitals.recorded",))
+    writer.start()
+    try:
+        events = example_events()
+        assert events[0]["type"] != "vitals.recorded"
+        lone = asyncio.run(submit(ingest, events[0], alone=True))
+        grouped = asyncio.run(submit(ingest, events[1], alone=False))
+        vitals = next(e for e in events if e["type"] == "vitals.recorded")
+        routed = asyncio.run(submit(ingest, vitals, alone=False))
+    finally:
+        writer.stop()
+    assert lone.outcome is not None and grouped.outcome is not None
+    assert routed.outcome is not None
+    assert woken == [1]  # the vitals event's commit only
 
 
 def test_a_lone_sender_joins_the_writer_while_it_is_committing(store: Store) -> None:
