@@ -132,7 +132,8 @@ def _vitals(builder: MessageBuilder, event_id: str, index: int, sample: VitalSig
 @lru_cache(maxsize=256)
 def _vital_fields(loinc: str, display: str | None, ws363: str | None, ucum: str) -> tuple[Raw, Raw]:
     """OBX-3 (LOINC, and WS 363 as the alternate) and OBX-6 (UCUM) of a vital sign, written
-    once: the same few codes fill every OBX of a monitor's stream."""
+    once: the same few codes fill every OBX of a monitor's stream. Written with the
+    default separators, which every message the hub writes uses (MessageBuilder)."""
     code: list[Component] = [loinc, display, "LN"]
     if ws363:
         code += [ws363, None, WS363_SYSTEM]
