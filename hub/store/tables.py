@@ -21,6 +21,7 @@ from sqlalchemy import (
 
 __all__ = [
     "OPEN_ROWS",
+    "OPEN_STATUS",
     "attempts",
     "audit_log",
     "deliveries",
@@ -78,9 +79,11 @@ events = Table(
 )
 
 
-# Written exactly as the claim query writes it: SQLite uses a partial index only for a
-# query term that matches the index's WHERE.
-OPEN_ROWS = text("status IN ('pending', 'in_flight')")
+# The partial indexes' WHERE, and every query term that must use them (SQLite uses a
+# partial index only for a term written as the index's WHERE): ``OPEN_ROWS`` in
+# SQLAlchemy statements, ``OPEN_STATUS`` (after a table alias and a dot) in raw SQL.
+OPEN_STATUS = "status IN ('pending', 'in_flight')"
+OPEN_ROWS = text(OPEN_STATUS)
 
 # The outbox. id order is ingest order: FIFO per (destination, ordering_key) follows it.
 deliveries = Table(
