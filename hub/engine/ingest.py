@@ -43,15 +43,17 @@ class IngestResult:
     errors: tuple[dict[str, str], ...] = ()
 
 
+# A submitted job, the future its sender awaits and the loop that future belongs to.
+_Waiting = tuple[IngestJob, asyncio.Future[IngestOutcome], asyncio.AbstractEventLoop]
+
+
 class GroupCommitWriter:
     """One thread that owns ingest transactions and batches whatever is waiting."""
 
     def __init__(self, store: Store, *, max_batch: int = 500) -> None:
         self._store = store
         self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[
-            tuple[IngestJob, asyncio.Future[IngestOutcome], asyncio.AbstractEventLoop] | None
-        ] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Waiting | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="hub-ingest-writer", daemon=True)
         self._started = False
         self._busy = False  # a batch taken from the queue is being committed
@@ -115,12 +117,10 @@ class GroupCommitWriter:
             except Exception as exc:
                 self._busy = False
                 log.exception("ingest commit failed for %d bodies", len(batch))
-                for _, future, loop in batch:
-                    loop.call_soon_threadsafe(_set_exception, future, exc)
+                _answer(batch, [exc] * len(batch))
                 continue
             self._busy = False
-            for (_, future, loop), outcome in zip(batch, outcomes, strict=True):
-                loop.call_soon_threadsafe(_set_result, future, outcome)
+            _answer(batch, outcomes)
             self._notify([job for job, _, _ in batch])
 
 
@@ -128,14 +128,24 @@ def _field_errors(exc: EventValidationError) -> tuple[dict[str, str], ...]:
     return tuple({"path": e.path, "reason": e.reason, "type": e.error_type} for e in exc.errors)
 
 
-def _set_result(future: asyncio.Future[IngestOutcome], outcome: IngestOutcome) -> None:
-    if not future.done():
-        future.set_result(outcome)
+def _answer(batch: Sequence[_Waiting], answers: Sequence[IngestOutcome | Exception]) -> None:
+    """Settle the batch's futures with one wake-up per event loop, not one per body."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[IngestOutcome], Any]]]
+    by_loop = {}
+    for (_, future, loop), answer in zip(batch, answers, strict=True):
+        by_loop.setdefault(loop, []).append((future, answer))
+    for loop, settled in by_loop.items():
+        loop.call_soon_threadsafe(_settle, settled)
 
 
-def _set_exception(future: asyncio.Future[IngestOutcome], exc: Exception) -> None:
-    if not future.done():
-        future.set_exception(exc)
+def _settle(settled: Sequence[tuple[asyncio.Future[IngestOutcome], Any]]) -> None:
+    for future, answer in settled:
+        if future.done():
+            continue
+        if isinstance(answer, Exception):
+            future.set_exception(answer)
+        else:
+            future.set_result(answer)
 
 
 class Ingestor:

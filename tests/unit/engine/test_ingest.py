@@ -125,3 +125,36 @@ def test_a_lone_sender_joins_the_writer_while_it_is_committing(store: Store) -> 
     assert all(r.outcome is not None and not r.errors for r in results)
     assert set(watched.threads) == {"hub-ingest-writer"}
     assert writer.idle
+
+
+def test_one_group_commit_answers_each_sender_with_its_own_outcome_or_the_failure(
+    store: Store,
+) -> None:
+    watched = Watched(store)
+    ingest, writer, _ = ingestor(store)
+    writer.start()
+    events = example_events()[:4]
+
+    async def group() -> list[Any]:
+        watched.hold.clear()
+        first = asyncio.ensure_future(submit(ingest, events[0], alone=False))
+        await asyncio.to_thread(watched.writer_waiting.wait, 10)
+        rest = [asyncio.ensure_future(submit(ingest, e, alone=False)) for e in events[1:]]
+        await asyncio.sleep(0.05)  # all three queued behind the held commit: one group
+        watched.hold.set()
+        return list(await asyncio.gather(first, *rest, return_exceptions=True))
+
+    def broken(jobs: Any) -> Any:
+        raise RuntimeError("disk full")
+
+    try:
+        results = asyncio.run(group())
+        assert len(watched.threads) == 2  # the first commit, then the other three together
+        store.ingest = broken  # type: ignore[method-assign]
+        failures = asyncio.run(group())
+    finally:
+        watched.hold.set()
+        writer.stop()
+    answered = [r.outcome.answers[0].event_id for r in results]
+    assert answered == [e["event_id"] for e in events]
+    assert [str(f) for f in failures] == ["disk full"] * 4
