@@ -18,7 +18,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 import orjson
 
 from hub.model.errors import EventValidationError
-from hub.model.events import Event, parse_events
+from hub.model.events import EcgAcquired, Event, VitalsRecordedEvent, parse_events
 from hub.model.state import IncidentState, fold
 from mappings.base import MappingError
 
@@ -27,6 +27,7 @@ __all__ = [
     "IncidentMemo",
     "event_patient_id",
     "events_through",
+    "fold_context_through",
     "fold_events",
     "fold_through",
     "incident_source",
@@ -141,6 +142,33 @@ _FOLDS: IncidentMemo[IncidentState] = IncidentMemo(
 def fold_through(dicts: Sequence[Mapping[str, Any]]) -> tuple[IncidentState, Event]:
     """The incident folded through its last event, and that event; MappingError if invalid."""
     return _FOLDS.reduce(dicts)
+
+
+# Events whose data only fill the state's clinical records (vitals, ecgs).
+_RECORDS_ONLY = (VitalsRecordedEvent, EcgAcquired)
+
+
+def _fold_context(state: IncidentState, new: Sequence[Event]) -> IncidentState:
+    kept = [e for e in new if not isinstance(e, _RECORDS_ONLY)]
+    if len(kept) < len(new) and (state.source is None or state.incident_id is None):
+        # The incident's first events name its sender and its id, whatever their type.
+        return fold(new, state)
+    return fold(kept, state) if kept else state
+
+
+_CONTEXT_FOLDS: IncidentMemo[IncidentState] = IncidentMemo(IncidentState, _fold_context)
+
+
+def fold_context_through(
+    dicts: Sequence[Mapping[str, Any]],
+) -> tuple[IncidentState, Event]:
+    """Like :func:`fold_through`, without applying vital signs and ECGs after the first
+    events: the context a message about one of them reads (patient, visit, destination,
+    cancellation, sender), not the incident's records. The state's ``vitals``,
+    ``ecgs``, ``event_ids`` and ``last_occurred_at`` are then incomplete: a mapping that
+    reads them must use :func:`fold_through`. A monitor's stream then costs one parse
+    per delivery instead of a fold that copies the state's growing lists."""
+    return _CONTEXT_FOLDS.reduce(dicts)
 
 
 def incident_source(state: IncidentState) -> str:

@@ -25,7 +25,7 @@ from hub.model.vitals import VITAL_SIGNS_PANEL_LOINC, VitalSigns
 from hub.registry import register
 from mappings.base import MappingContext, NothingToSend, Payload
 from mappings.hl7v2.common import Hl7v2Options, MessageBuilder, encode, number, parse_options
-from mappings.incident import events_through, fold_through, incident_source
+from mappings.incident import events_through, fold_context_through, incident_source
 
 __all__ = ["ECG_PANEL_LOINC", "STEMI_CODE", "hl7v2_oru"]
 
@@ -51,7 +51,7 @@ def hl7v2_oru(event: Mapping[str, Any], ctx: MappingContext) -> Payload:
         raise NothingToSend(f"{kind} is not a result for ORU^R01")
     options = parse_options(ctx.options)
     dicts = events_through(event, ctx.incident_events)
-    state, current = fold_through(dicts)
+    state, current = fold_context_through(dicts)  # reads no vital signs or ECGs
     if state.cancelled is not None and state.cancelled.at <= current.occurred_at:
         raise NothingToSend("the incident was cancelled")
     assert current.patient_ref is not None
