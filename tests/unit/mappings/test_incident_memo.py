@@ -83,9 +83,7 @@ def _with_a_monitor(events: list[dict[str, Any]], first: bool) -> list[dict[str,
 
 @pytest.mark.parametrize("first", [False, True])
 @pytest.mark.parametrize("name", sorted(INCIDENTS))
-def test_the_context_fold_equals_the_whole_fold_but_for_the_records(
-    name: str, first: bool
-) -> None:
+def test_the_context_fold_equals_the_whole_fold_but_for_the_records(name: str, first: bool) -> None:
     events = _with_a_monitor(INCIDENTS[name], first)
     for k in range(1, len(events) + 1):
         context, last = fold_context_through(events[:k])
