@@ -41,11 +41,18 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hub.model.events import EcgAcquired, Event, VitalsRecordedEvent
+from hub.model.state import IncidentState
 from hub.registry import register
 from mappings.base import MappingContext, MappingError, Payload
 from mappings.fhir.bundle import EventRecords, build_bundle, entry_uuid
 from mappings.fhir.validation import validate_bundle
-from mappings.incident import event_patient_id, events_through, fold_through, incident_source
+from mappings.incident import (
+    event_patient_id,
+    events_through,
+    fold_context_through,
+    fold_through,
+    incident_source,
+)
 from mappings.tables import BUILTIN_TABLES
 
 __all__ = ["CONTENT_TYPE", "FhirOptions", "entry_uuid", "fhir_r4_transaction", "incident_bundle"]
@@ -82,7 +89,10 @@ def incident_bundle(event: Mapping[str, Any], ctx: MappingContext) -> dict[str, 
     """The Bundle as a dict (for tests, validation and the CLI); see the module doc."""
     options = parse_options(ctx.options)
     dicts = events_through(event, ctx.incident_events)
-    state, current = fold_through(dicts)
+    stream = event.get("type") in _STREAM_TYPES
+    # A stream event's bundle takes its records from the event: the incident's context
+    # is all it needs of the state (see fold_context_through).
+    state, current = (fold_context_through if stream else fold_through)(dicts)
     source = incident_source(state)
     patient_id = event_patient_id(event)
     tables = BUILTIN_TABLES.with_overrides(options.code_overrides or None)
@@ -96,17 +106,27 @@ def incident_bundle(event: Mapping[str, Any], ctx: MappingContext) -> dict[str, 
             exclude_none=True, include={"identifier_base", "hospital_identifier_system"}
         ),
         patient_id=patient_id,
-        records=_own_records(current),
+        records=_own_records(current, state) if stream else None,
     )
 
 
-def _own_records(current: Event) -> EventRecords | None:
-    """A stream event's own records; None (the whole picture) for any other event."""
+_STREAM_TYPES = ("vitals.recorded", "ecg.acquired")
+
+
+def _own_records(current: Event, state: IncidentState) -> EventRecords:
+    """A stream event's records, under its patient's current id, as the fold files them
+    (samples in measured order; an ECG under the patient it belongs to now)."""
     if isinstance(current, VitalsRecordedEvent):
-        return EventRecords(samples=current.data.samples)
+        patient_id = state.resolve_patient_id(current.data.patient_id)
+        samples = sorted(current.data.samples, key=lambda sample: sample.measured_at)
+        return EventRecords(patient_id, samples=samples)
     if isinstance(current, EcgAcquired):
-        return EventRecords(ecg_ids=frozenset({current.data.ecg_id}))
-    return None
+        ecg = current.data
+        patient_id = state.resolve_patient_id(ecg.patient_id)
+        if ecg.patient_id != patient_id:
+            ecg = ecg.model_copy(update={"patient_id": patient_id})
+        return EventRecords(patient_id, ecgs=(ecg,))
+    raise MappingError(f"{current.type} carries no records")  # pragma: no cover
 
 
 @register("mapping", "fhir-r4-transaction")

@@ -121,15 +121,12 @@ def _address(address: Address) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class EventRecords:
-    """The clinical records one stream event brought: the only ones its bundle carries.
+    """The clinical records one stream event brought: the only ones its bundle carries,
+    for ``patient_id`` (the current id of the event's patient), in measured order."""
 
-    ``samples`` are the event's own VitalSigns objects (the folded state holds the same
-    objects, so they are told apart by identity, not by equal values); ``ecg_ids`` the
-    ECGs it acquired.
-    """
-
+    patient_id: str
     samples: Sequence[VitalSigns] = ()
-    ecg_ids: frozenset[str] = frozenset()
+    ecgs: Sequence[Ecg] = ()
 
 
 class BundleBuilder:
@@ -230,18 +227,15 @@ class BundleBuilder:
         self.patient = self.patient_key = None
         return self.entries
 
-    def _samples(self, patient_id: str) -> list[VitalSigns]:
-        samples = self.state.vitals.get(patient_id, [])
+    def _samples(self, patient_id: str) -> Sequence[VitalSigns]:
         if self.records is None:
-            return samples
-        wanted = self.records.samples
-        return [s for s in samples if any(s is w for w in wanted)]
+            return self.state.vitals.get(patient_id, [])
+        return self.records.samples if patient_id == self.records.patient_id else ()
 
-    def _ecgs(self, patient_id: str) -> list[Ecg]:
-        ecgs = self.state.ecgs.get(patient_id, [])
+    def _ecgs(self, patient_id: str) -> Sequence[Ecg]:
         if self.records is None:
-            return ecgs
-        return [e for e in ecgs if e.ecg_id in self.records.ecg_ids]
+            return self.state.ecgs.get(patient_id, [])
+        return self.records.ecgs if patient_id == self.records.patient_id else ()
 
     def organization_120(self) -> str:
         system = self.system("source")

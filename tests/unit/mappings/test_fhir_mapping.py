@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from hub.model.events import EcgAcquired, VitalsRecordedEvent
 from hub.model.vitals import VITAL_SIGN_CODES, WS363_VITAL_CODES
 from hub.registry import lookup
 from hub.testing.examples import EXAMPLE_RESIDENT_ID, example_events
 from mappings.base import MappingContext, MappingError
 from mappings.fhir import CONTENT_TYPE, entry_uuid, fhir_r4_transaction, incident_bundle
+from mappings.fhir.bundle import EventRecords, build_bundle
 from mappings.fhir.profile_check import validate_fhir
 from mappings.fhir.validation import validate_bundle
+from mappings.incident import event_patient_id, events_through, fold_through, incident_source
 from mappings.tables import BUILTIN_TABLES
 
 CREATED = dt.datetime(2026, 11, 25, 0, 50, tzinfo=dt.UTC)
@@ -411,3 +415,67 @@ def test_an_ecg_event_carries_its_ecg_and_any_other_event_the_whole_history() ->
     assert _observation_keys(handover) == every_sample
     assert len(observation(handover, "131328")) == 1  # the ECG too
     assert len(resources(handover, "DocumentReference")) == 1
+
+
+def _scenarios() -> dict[str, list[dict[str, Any]]]:
+    folder = Path(__file__).resolve().parents[3] / "sandbox" / "scenarios"
+    found = {"example": example_events()}
+    for path in sorted(folder.glob("*.json")):
+        found[path.stem] = orjson.loads(path.read_bytes())["events"]
+    return found
+
+
+def _as_the_whole_fold_files_them(event: Mapping[str, Any], ctx: MappingContext) -> Any:
+    """The bundle of a stream event with its records taken from the whole fold's state
+    (its own samples or ECG, as filed there), not from the event."""
+    state, current = fold_through(events_through(event, ctx.incident_events))
+    assert isinstance(current, VitalsRecordedEvent | EcgAcquired)
+    patient_id = state.resolve_patient_id(current.data.patient_id)
+    if isinstance(current, VitalsRecordedEvent):
+        own = current.data.samples
+        samples = [s for s in state.vitals.get(patient_id, []) if any(s is o for o in own)]
+        records = EventRecords(patient_id, samples=samples)
+    else:
+        ecg_id = current.data.ecg_id
+        ecgs = [e for e in state.ecgs.get(patient_id, []) if e.ecg_id == ecg_id]
+        records = EventRecords(patient_id, ecgs=ecgs)
+    return build_bundle(
+        state,
+        message_id=ctx.message_id,
+        created_at=ctx.created_at,
+        source=incident_source(state),
+        tables=BUILTIN_TABLES,
+        options={},
+        patient_id=event_patient_id(event),
+        records=records,
+    )
+
+
+@pytest.mark.parametrize("name", sorted(_scenarios()))
+def test_a_stream_events_bundle_is_the_one_the_whole_fold_gives(name: str) -> None:
+    events = _scenarios()[name]
+    vitals = next(e for e in example_events() if e["type"] == "vitals.recorded")
+    # A monitor attached to the first patient named keeps sending under that id, also
+    # after the patient is identified under another (a temporary id superseded).
+    first = next((e["data"]["patient_id"] for e in events if "patient_id" in e["data"]), None)
+    history: list[dict[str, Any]] = []
+    for n, event in enumerate(events):
+        monitor = orjson.loads(orjson.dumps(vitals))
+        monitor.update(event_id=f"MON-{n:04d}", incident_id=events[0]["incident_id"])
+        if first is not None:
+            monitor["data"]["patient_id"] = first
+            monitor.pop("patient_ref", None)
+        history += [event, monitor]
+    checked = 0
+    for k, event in enumerate(history):
+        if event["type"] not in ("vitals.recorded", "ecg.acquired"):
+            continue
+        ctx = MappingContext(
+            message_id=f"M{k}",
+            created_at=CREATED,
+            destination="emr",
+            incident_events=tuple(history[: k + 1]),
+        )
+        assert incident_bundle(event, ctx) == _as_the_whole_fold_files_them(event, ctx), k
+        checked += 1
+    assert checked >= len(events)
