@@ -24,12 +24,14 @@ from mappings.base import MappingError
 
 __all__ = [
     "MEMO_INCIDENTS",
+    "RECORD_EVENTS",
     "IncidentMemo",
     "event_patient_id",
     "events_through",
     "fold_context_through",
     "fold_events",
     "fold_through",
+    "has_context",
     "incident_source",
     "parse_incident",
 ]
@@ -145,15 +147,21 @@ def fold_through(dicts: Sequence[Mapping[str, Any]]) -> tuple[IncidentState, Eve
 
 
 # Events whose data only fill the state's clinical records (vitals, ecgs).
-_RECORDS_ONLY = (VitalsRecordedEvent, EcgAcquired)
+RECORD_EVENTS = (VitalsRecordedEvent, EcgAcquired)
 
 
 def _fold_context(state: IncidentState, new: Sequence[Event]) -> IncidentState:
-    kept = [e for e in new if not isinstance(e, _RECORDS_ONLY)]
-    if len(kept) < len(new) and (state.source is None or state.incident_id is None):
+    kept = [e for e in new if not isinstance(e, RECORD_EVENTS)]
+    if len(kept) < len(new) and not has_context(state):
         # The incident's first events name its sender and its id, whatever their type.
         return fold(new, state)
     return fold(kept, state) if kept else state
+
+
+def has_context(state: IncidentState) -> bool:
+    """Whether a record event (RECORD_EVENTS) would change nothing but the state's
+    records: the incident's sender and id are known."""
+    return state.source is not None and state.incident_id is not None
 
 
 _CONTEXT_FOLDS: IncidentMemo[IncidentState] = IncidentMemo(IncidentState, _fold_context)

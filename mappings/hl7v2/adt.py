@@ -36,7 +36,13 @@ from mappings.hl7v2.common import (
     parse_options,
     root_patient_id,
 )
-from mappings.incident import IncidentMemo, events_through, incident_source
+from mappings.incident import (
+    RECORD_EVENTS,
+    IncidentMemo,
+    events_through,
+    has_context,
+    incident_source,
+)
 
 __all__ = [
     "CANCEL_OF",
@@ -98,16 +104,33 @@ def _replay(start: _Replay, events: Sequence[Event], hospital_code: str | None) 
     registered = dict.fromkeys(start.registered)
     for event in events:
         before = state
+        if isinstance(event, RECORD_EVENTS) and has_context(before):
+            # A vital sign or an ECG changes nothing an ADT message holds: not folded, as
+            # in fold_context_through (a monitor's stream would copy the state each time).
+            actions = (_record_skip(event, before),)
+            continue
         state = fold([event], before)
         actions = tuple(_step(event, before, state, registered, hospital_code))
     return _Replay(actions, state, tuple(registered))
+
+
+def _record_skip(event: Event, before: IncidentState) -> AdtAction:
+    """What _step answers for a record event (RECORD_EVENTS) of an incident with context
+    (a record event repeated under its event id is not told apart: the store holds
+    none)."""
+    if event.incident_id != before.incident_id:
+        return AdtAction("skip", reason="a repeated event, or one of another incident")
+    if before.cancelled is not None:
+        return AdtAction("skip", reason="the incident was cancelled earlier")
+    return AdtAction("skip", reason=f"{event.type} means nothing to an ADT registration")
 
 
 def decide(
     events: Sequence[Event], hospital_code: str | None = None
 ) -> tuple[tuple[AdtAction, ...], IncidentState]:
     """The actions for the last event (one per patient, or one skip with the reason)
-    and the incident state after it.
+    and the incident state after it (its vital signs and ECGs applied only while the
+    incident had no context yet: see fold_context_through).
 
     Pure: replays every event in order with the same rules, so an event always gives the
     same actions whatever was delivered before (a resend, a retry, another worker).

@@ -92,6 +92,23 @@ def test_the_context_fold_equals_the_whole_fold_but_for_the_records(name: str, f
         assert last.event_id == events[k - 1]["event_id"]
 
 
+@pytest.mark.parametrize("hospital_code", [None, "H1"])
+@pytest.mark.parametrize("name", sorted(INCIDENTS))
+def test_adt_decisions_skip_records_as_replaying_every_fold_did(
+    name: str, hospital_code: str | None
+) -> None:
+    from mappings.hl7v2 import adt
+
+    events = parse_incident(_with_a_monitor(INCIDENTS[name], first=True))
+    state, registered = IncidentState(), {}  # the replay as it was: a fold per event
+    for k, event in enumerate(events):
+        before, state = state, fold([event], state)
+        expected = adt._step(event, before, state, registered, hospital_code)
+        actions, now = adt.decide(events[: k + 1], hospital_code)
+        assert list(actions) == expected, k
+        assert now.model_dump(exclude=_RECORDS) == state.model_dump(exclude=_RECORDS), k
+
+
 def test_remembered_fold_in_any_order_of_prefixes() -> None:
     events = INCIDENTS["example"]
     order = list(range(1, len(events) + 1)) * 2
