@@ -27,7 +27,27 @@ def outbound(payload: bytes, message_id: str = "M1", attempt: int = 1) -> Outbou
     return make_outbound(message_id, payload=payload, content_type=HL7, attempt=attempt)
 
 
+_LOOP = {"name": "asyncio"}
+
+
+@pytest.fixture(autouse=True, params=["asyncio", "uvloop"])
+def event_loop_kind(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test on asyncio's loop and on uvloop, which the hub's workers run on: the
+    connector's protocol sees uvloop's transports there (not asyncio.Transport)."""
+    if request.param == "uvloop":
+        pytest.importorskip("uvloop")
+    _LOOP["name"] = request.param
+    try:
+        yield request.param
+    finally:
+        _LOOP["name"] = "asyncio"
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
+    if _LOOP["name"] == "uvloop":
+        import uvloop
+
+        return uvloop.run(coro)
     return asyncio.run(coro)
 
 
