@@ -942,6 +942,17 @@ class Er7Writer:
         self._segments.append(build_segment(name, fields, self.separators))
         return self
 
+    @property
+    def segments(self) -> tuple[str, ...]:
+        """The segments so far, without terminators."""
+        return tuple(self._segments)
+
+    def written(self, *segments: str) -> Self:
+        """Add segments already written (:attr:`segments` of a writer with the same
+        separators), as they are."""
+        self._segments.extend(segments)
+        return self
+
     def text(self) -> str:
         return "".join(s + self.segment_end for s in self._segments)
 

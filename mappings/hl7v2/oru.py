@@ -14,18 +14,26 @@ events: :class:`NothingToSend`.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
-from hub.hl7v2.er7 import Component, FieldValue, Raw, build_field
+from hub.hl7v2.er7 import Component, Er7Writer, FieldValue, Raw, build_field
 from hub.model.ecg import DocumentRef, Ecg
 from hub.model.events import EcgAcquired, VitalsRecordedEvent
+from hub.model.state import IncidentState
 from hub.model.vitals import VITAL_SIGNS_PANEL_LOINC, VitalSigns
 from hub.registry import register
 from mappings.base import MappingContext, NothingToSend, Payload
 from mappings.hl7v2.common import Hl7v2Options, MessageBuilder, encode, number, parse_options
-from mappings.incident import events_through, fold_context_through, incident_source
+from mappings.incident import (
+    MEMO_INCIDENTS,
+    events_through,
+    fold_context_through,
+    incident_source,
+)
 
 __all__ = ["ECG_PANEL_LOINC", "STEMI_CODE", "hl7v2_oru"]
 
@@ -64,8 +72,7 @@ def hl7v2_oru(event: Mapping[str, Any], ctx: MappingContext) -> Payload:
         raise NothingToSend(f"the patient goes to {where}, not {options.hospital_code}")
     builder = MessageBuilder.start(options, state, ctx, incident_source(state), patient_id)
     builder.msh("ORU", "R01", "ORU_R01")
-    builder.pid(state.patients.get(patient_id), patient_id)
-    builder.pv1(patient_id, full=False)
+    builder.writer.written(*_patient_segments(builder))
     if isinstance(current, VitalsRecordedEvent):
         for index, sample in enumerate(current.data.samples, start=1):
             _vitals(builder, current.event_id, index, sample)
@@ -76,6 +83,52 @@ def hl7v2_oru(event: Mapping[str, Any], ctx: MappingContext) -> Payload:
 
 hl7v2_oru.needs_incident = True  # type: ignore[attr-defined]
 hl7v2_oru.options_model = Hl7v2Options  # type: ignore[attr-defined]
+
+
+class _Written(NamedTuple):
+    state: IncidentState  # held: an id seen again is this state
+    options: Hl7v2Options
+    segments: tuple[str, ...]
+
+
+_PATIENT_SEGMENTS: OrderedDict[tuple[int, int, str], _Written] = OrderedDict()
+_PATIENT_LOCK = threading.Lock()
+
+
+def _patient_segments(builder: MessageBuilder) -> tuple[str, ...]:
+    """PID and PV1 of the message's patient, written once per incident state and options.
+
+    They read only the state, the patient id and the options (with their code tables).
+    A monitor's stream leaves the incident's context unchanged, and
+    :func:`fold_context_through` then hands out the same state object (states are
+    never changed once folded), so its ORUs repeat the same two segments.
+    """
+    state, options, patient_id = builder.state, builder.options, builder.patient_id
+    key = (id(state), id(options), patient_id)
+    with _PATIENT_LOCK:
+        known = _PATIENT_SEGMENTS.get(key)
+        if known is not None and known.state is state and known.options is options:
+            _PATIENT_SEGMENTS.move_to_end(key)
+            return known.segments
+    scratch = MessageBuilder(
+        options,
+        builder.tables,
+        state,
+        builder.ctx,
+        builder.source,
+        Er7Writer(builder.writer.separators),
+        builder.control_id,
+        patient_id,
+    )
+    scratch.pid(state.patients.get(patient_id), patient_id)
+    scratch.pv1(patient_id, full=False)
+    segments = scratch.writer.segments
+    with _PATIENT_LOCK:
+        _PATIENT_SEGMENTS[key] = _Written(state, options, segments)
+        _PATIENT_SEGMENTS.move_to_end(key)
+        while len(_PATIENT_SEGMENTS) > MEMO_INCIDENTS:
+            _PATIENT_SEGMENTS.popitem(last=False)
+    return segments
 
 
 def _obr(

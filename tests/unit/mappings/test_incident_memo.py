@@ -176,3 +176,43 @@ def test_adt_decisions_are_the_same_with_the_memo(name: str, hospital_code: str 
         actions, state = decide(parse_incident(events[:k]), hospital_code)
         assert replay.actions == actions, k
         assert replay.state.model_dump() == state.model_dump(), k
+
+
+@pytest.mark.parametrize("name", sorted(INCIDENTS))
+def test_oru_patient_segments_written_once_are_those_of_the_whole_fold(name: str) -> None:
+    """hl7v2-oru writes PID and PV1 once per incident state and options (see
+    _patient_segments): every ORU of a monitor's stream, under two option sets in turn,
+    holds the PID and PV1 a builder writes from the whole fold's state."""
+    import datetime as dt
+
+    from mappings.base import MappingContext, NothingToSend
+    from mappings.hl7v2.common import MessageBuilder, parse_options
+    from mappings.hl7v2.oru import hl7v2_oru
+    from mappings.incident import incident_source
+
+    events = _with_a_monitor(INCIDENTS[name], first=True)
+    checked = 0
+    for k in range(1, len(events) + 1):
+        if events[k - 1]["type"] != "vitals.recorded":
+            continue
+        for options in ({}, {"patient_id_authority": "OTHER"}):
+            ctx = MappingContext(
+                f"M{k}", dt.datetime(2026, 12, 4, tzinfo=dt.UTC), "his", options, tuple(events[:k])
+            )
+            try:
+                body = hl7v2_oru(events[k - 1], ctx).body.decode()
+            except NothingToSend:
+                continue
+            state = _fresh(events[:k])
+            current = parse_events(json.dumps(events[k - 1 : k]).encode())[0]
+            assert current.patient_ref is not None
+            patient_id = state.resolve_patient_id(current.patient_ref)
+            builder = MessageBuilder.start(
+                parse_options(options), state, ctx, incident_source(state), patient_id
+            )
+            builder.pid(state.patients.get(patient_id), patient_id)
+            builder.pv1(patient_id, full=False)
+            segments = body.split("\r")
+            assert segments[1:3] == list(builder.writer.segments), (k, options)
+            checked += 1
+    assert checked > 0
