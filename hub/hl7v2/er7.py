@@ -902,6 +902,8 @@ def build_segment(
         elif type(f) is str:
             parts.append(f)
             texts.append(f)
+        elif type(f) is Raw:
+            parts.append(f.value)
         else:
             parts.append(_field(f, seps, esc, special))
     if texts and special("".join(texts)):
