@@ -143,10 +143,13 @@ def _read_reply(data: bytes, charset: str) -> tuple[str, AckResult]:
     charset: its own (MSH-18) or ours is needed only for ``\\Xhh\\`` escapes."""
     if data.isascii() and b"\x00" not in data:
         text = data.decode("ascii")
-        declared = read_msh(text).charset
-        codec = codec_for(declared or charset)
+        assumed = codec_for(charset)
+        message = parse_message(text, assumed or "ascii")
+        codec = codec_for(message.header.charset or charset)
         if codec is not None:
-            return text, read_ack(parse_message(text, codec))
+            if codec != assumed:  # its own charset, for the escapes: read again with it
+                message = parse_message(text, codec)
+            return text, read_ack(message)
     decoded = decode(data, charset)  # an unknown MSH-18 is refused here
     return decoded.text, read_ack(parse_message(decoded.text, decoded.codec))
 

@@ -623,10 +623,8 @@ class Message:
     @property
     def header(self) -> MshHeader:
         if self._header is None:
-            msh = self.segments[0]
-            self._header = MshHeader(
-                self.separators, tuple(msh.raw(i) for i in range(len(msh) + 1))
-            )
+            # MSH-n is the segment's n-th raw field (Segment.raw), all of them at once.
+            self._header = MshHeader(self.separators, tuple(self.segments[0]._fields))
         return self._header
 
     def segment(self, name: str, occurrence: int = 1) -> Segment | None:
