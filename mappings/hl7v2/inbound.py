@@ -89,11 +89,21 @@ class Conversion:
 
     events: list[dict[str, Any]]
     locations: dict[str, ErrorLocation] = field(default_factory=dict)
+    # (sample index, vital sign, OBX number) of each value read: located only when asked
+    # (an error), not written out for every message a monitor sends.
+    vitals_read: tuple[tuple[int, str, int], ...] = ()
 
     def locate(self, path: str) -> ErrorLocation | None:
         """The HL7 location of an event path such as ``events[0].data.name``."""
+        locations = self.locations
+        if self.vitals_read:
+            locations = {**locations}
+            for index, name, n in self.vitals_read:
+                sample = f"events[0].data.samples[{index}]"
+                locations[f"{sample}.{name}"] = ErrorLocation("OBX", n, 5)
+                locations.setdefault(sample, ErrorLocation("OBX", n))
         while path:
-            found = self.locations.get(path)
+            found = locations.get(path)
             if found is not None:
                 return found
             cut = max(path.rfind("."), path.rfind("["))
@@ -303,11 +313,7 @@ class _Reader:
             "patient_id": self._identifier(self.options.patient_field, "patient id"),
             "samples": samples,
         }
-        locations = dict(self.locations)
-        for index, name, n in read:
-            locations[f"events[0].data.samples[{index}].{name}"] = ErrorLocation("OBX", n, 5)
-            locations.setdefault(f"events[0].data.samples[{index}]", ErrorLocation("OBX", n))
-        return Conversion([event], locations)
+        return Conversion([event], dict(self.locations), tuple(read))
 
     @staticmethod
     def _value(obx: Segment, n: int, name: str) -> float:

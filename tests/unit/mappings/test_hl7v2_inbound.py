@@ -190,6 +190,26 @@ def test_model_errors_map_back_to_hl7_locations() -> None:
     assert conversion.locate("nowhere") is None
 
 
+def test_model_errors_in_vital_signs_map_back_to_their_obx() -> None:
+    # two samples at two times: the second sample's SpO2 is the fourth OBX
+    conversion = convert(
+        parse_message(
+            oru(
+                obx("8867-4", "80", when="20261125082000"),
+                obx("59408-5", "96", when="20261125082000"),
+                obx("8867-4", "84", when="20261125082100"),
+                obx("59408-5", "97", when="20261125082100"),
+            )
+        ),
+        OPTIONS,
+    )
+    assert str(conversion.locate("events[0].data.samples[1].spo2")) == "OBX^4^5"
+    assert str(conversion.locate("events[0].data.samples[1].heart_rate")) == "OBX^3^5"
+    assert str(conversion.locate("events[0].data.samples[1]")) == "OBX^3"
+    assert str(conversion.locate("events[0].data.samples[0].spo2.x")) == "OBX^2^5"
+    assert str(conversion.locate("events[0].incident_id")) == "PV1^1^19^^1"
+
+
 def test_event_ids() -> None:
     assert event_id("his-a", "CTL-1", 2) == "his-a-CTL-1-2"
     odd = event_id("his-a", "ctl with/odd chars", 1)
