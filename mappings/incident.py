@@ -25,6 +25,7 @@ from mappings.base import MappingError
 __all__ = [
     "MEMO_INCIDENTS",
     "RECORD_EVENTS",
+    "RECORD_EVENT_TYPES",
     "IncidentMemo",
     "event_patient_id",
     "events_through",
@@ -148,6 +149,8 @@ def fold_through(dicts: Sequence[Mapping[str, Any]]) -> tuple[IncidentState, Eve
 
 # Events whose data only fill the state's clinical records (vitals, ecgs).
 RECORD_EVENTS = (VitalsRecordedEvent, EcgAcquired)
+# Their ``type`` values, to tell a record event's dict before it is parsed.
+RECORD_EVENT_TYPES = frozenset(str(cls.model_fields["type"].default) for cls in RECORD_EVENTS)
 
 
 def _fold_context(state: IncidentState, new: Sequence[Event]) -> IncidentState:

@@ -47,6 +47,7 @@ from mappings.base import MappingContext, MappingError, Payload
 from mappings.fhir.bundle import EventRecords, build_bundle, entry_uuid
 from mappings.fhir.validation import validate_bundle
 from mappings.incident import (
+    RECORD_EVENT_TYPES,
     event_patient_id,
     events_through,
     fold_context_through,
@@ -89,7 +90,7 @@ def incident_bundle(event: Mapping[str, Any], ctx: MappingContext) -> dict[str, 
     """The Bundle as a dict (for tests, validation and the CLI); see the module doc."""
     options = parse_options(ctx.options)
     dicts = events_through(event, ctx.incident_events)
-    stream = event.get("type") in _STREAM_TYPES
+    stream = event.get("type") in RECORD_EVENT_TYPES
     # A stream event's bundle takes its records from the event: the incident's context
     # is all it needs of the state (see fold_context_through).
     state, current = (fold_context_through if stream else fold_through)(dicts)
@@ -110,9 +111,6 @@ def incident_bundle(event: Mapping[str, Any], ctx: MappingContext) -> dict[str, 
     )
 
 
-_STREAM_TYPES = ("vitals.recorded", "ecg.acquired")
-
-
 def _own_records(current: Event, state: IncidentState) -> EventRecords:
     """A stream event's records, under its patient's current id, as the fold files them
     (samples in measured order; an ECG under the patient it belongs to now)."""
@@ -120,13 +118,12 @@ def _own_records(current: Event, state: IncidentState) -> EventRecords:
         patient_id = state.resolve_patient_id(current.data.patient_id)
         samples = sorted(current.data.samples, key=lambda sample: sample.measured_at)
         return EventRecords(patient_id, samples=samples)
-    if isinstance(current, EcgAcquired):
-        ecg = current.data
-        patient_id = state.resolve_patient_id(ecg.patient_id)
-        if ecg.patient_id != patient_id:
-            ecg = ecg.model_copy(update={"patient_id": patient_id})
-        return EventRecords(patient_id, ecgs=(ecg,))
-    raise MappingError(f"{current.type} carries no records")  # pragma: no cover
+    assert isinstance(current, EcgAcquired), current.type  # the other RECORD_EVENTS
+    ecg = current.data
+    patient_id = state.resolve_patient_id(ecg.patient_id)
+    if ecg.patient_id != patient_id:
+        ecg = ecg.model_copy(update={"patient_id": patient_id})
+    return EventRecords(patient_id, ecgs=(ecg,))
 
 
 @register("mapping", "fhir-r4-transaction")

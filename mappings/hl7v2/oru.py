@@ -30,6 +30,7 @@ from mappings.base import MappingContext, NothingToSend, Payload
 from mappings.hl7v2.common import Hl7v2Options, MessageBuilder, encode, number, parse_options
 from mappings.incident import (
     MEMO_INCIDENTS,
+    RECORD_EVENT_TYPES,
     events_through,
     fold_context_through,
     incident_source,
@@ -55,7 +56,7 @@ def hl7v2_oru(event: Mapping[str, Any], ctx: MappingContext) -> Payload:
     ``hospital_code``, for a patient not (yet) going to that hospital.
     """
     kind = event.get("type")
-    if kind not in ("vitals.recorded", "ecg.acquired"):
+    if kind not in RECORD_EVENT_TYPES:
         raise NothingToSend(f"{kind} is not a result for ORU^R01")
     options = parse_options(ctx.options)
     dicts = events_through(event, ctx.incident_events)
