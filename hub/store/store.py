@@ -409,15 +409,18 @@ class Store:
     ) -> dict[str, EventAnswer]:
         # Rebuilt from the rows the first request created, in creation order, so a replay
         # answers with exactly the first answer.
+        # Found by the message that first brought each event (its deliveries came with it).
         driver = self._driver
         found: dict[str, list[tuple[str, str, str]]] = {i: [] for i in event_ids}
-        for chunk in _chunks(sorted(event_ids), 500):
+        for chunk in _chunks(sorted(event_ids), 250):
+            inbound = sorted({known[i][0] for i in chunk})
             cursor.execute(
                 driver.sql(
                     "SELECT event_id, message_id, destination, route FROM deliveries"
-                    f" WHERE event_id IN ({driver.placeholders(len(chunk))}) ORDER BY id"
+                    f" WHERE inbound_id IN ({driver.placeholders(len(inbound))})"
+                    f" AND event_id IN ({driver.placeholders(len(chunk))}) ORDER BY id"
                 ),
-                chunk,
+                [*inbound, *chunk],
             )
             for event_id, message_id, destination, route in cursor.fetchall():
                 found[event_id].append((message_id, destination, route))
@@ -617,7 +620,9 @@ class Store:
             m.c.error,
         )
         if incident_id is not None:
-            stmt = stmt.where(m.c.incident_id == incident_id)
+            # Through the events' incident index (the column has none: migration 0004).
+            brought = select(events.c.inbound_id).where(events.c.incident_id == incident_id)
+            stmt = stmt.where(m.c.id.in_(brought), m.c.incident_id == incident_id)
         if status is not None:
             stmt = stmt.where(m.c.status == status)
         if since is not None:

@@ -55,7 +55,9 @@ inbound_messages = Table(
     Column("status", String(16), nullable=False),  # accepted | rejected
     Column("error", JSON),  # [{path, reason, type}] when rejected
     Column("event_count", Integer, nullable=False, default=0),
-    Column("incident_id", String(64), index=True),
+    # The first event's incident. Not indexed: the browser finds an incident's messages
+    # through the events' incident index (see Store.list_messages and migration 0004).
+    Column("incident_id", String(64)),
     Column("correlation_id", String(64)),
 )
 
@@ -128,8 +130,8 @@ deliveries = Table(
         sqlite_where=OPEN_ROWS,
         postgresql_where=OPEN_ROWS,
     ),
-    Index("ix_deliveries_event_id", "event_id"),  # a replayed event's answer
-    Index("ix_deliveries_inbound_id", "inbound_id"),  # a message's deliveries (browser)
+    # A message's deliveries (browser), and a replayed event's answer (with event_id).
+    Index("ix_deliveries_inbound_id", "inbound_id"),
 )
 
 # Every try of a delivery with what the partner answered.

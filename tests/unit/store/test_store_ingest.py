@@ -92,6 +92,20 @@ def test_a_body_with_new_and_seen_events_creates_only_the_new(
     assert counts(store)["deliveries"] == 2
 
 
+def test_a_replay_of_events_first_brought_by_different_bodies(
+    store: Store, records: Records
+) -> None:
+    # Each replayed event's deliveries are found by the body that first brought it.
+    [one] = store.ingest([records.job(records.event("e1", destinations=("his", "cpc")))])
+    [two] = store.ingest([records.job(records.event("e2", destinations=("cpc",)))])
+    [again] = store.ingest([records.job(records.event("e2"), records.event("e1"))])
+    assert [first_answer(a) for a in again.answers] == [
+        first_answer(two.answers[0]),
+        first_answer(one.answers[0]),
+    ]
+    assert [len(a.deliveries) for a in again.answers] == [1, 2]
+
+
 def test_same_id_different_body_is_a_conflict_and_the_body_is_kept_rejected(
     store: Store, records: Records
 ) -> None:
