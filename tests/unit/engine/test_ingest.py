@@ -1,4 +1,5 @@
-"""Where an ingest commit runs: the group-commit writer, or the caller for a lone sender."""
+"""Where an ingest commit runs: the group-commit writer's thread (PostgreSQL's), the
+event loop that gathered the group (SQLite's), or the caller for a lone sender."""
 
 from __future__ import annotations
 
@@ -35,9 +36,10 @@ class Watched:
 
 
 def ingestor(
-    store: Store, *, types: tuple[str, ...] = ("*",)
+    store: Store, *, types: tuple[str, ...] = ("*",), on_loop: bool = False
 ) -> tuple[Ingestor, GroupCommitWriter, list[int]]:
-    """One route (events of ``types`` to a folder): ``woken`` counts worker wake-ups."""
+    """One route (events of ``types`` to a folder): ``woken`` counts worker wake-ups.
+    The writer commits on its thread unless ``on_loop``, whatever the database."""
     plan = plan_from_mapping(
         {
             "database_url": store.url,
@@ -53,7 +55,7 @@ def ingestor(
         },
         env={},
     )
-    writer = GroupCommitWriter(store)
+    writer = GroupCommitWriter(store, on_loop=on_loop)
     woken: list[int] = []
     writer.committed.append(lambda: woken.append(1))
     return Ingestor(store, Router(plan), writer, HubMetrics()), writer, woken
@@ -158,3 +160,65 @@ def test_one_group_commit_answers_each_sender_with_its_own_outcome_or_the_failur
     answered = [r.outcome.answers[0].event_id for r in results]
     assert answered == [e["event_id"] for e in events]
     assert [str(f) for f in failures] == ["disk full"] * 4
+
+
+def test_on_the_loop_the_senders_of_one_burst_share_one_commit_there(store: Store) -> None:
+    watched = Watched(store)
+    ingest, writer, woken = ingestor(store, on_loop=True)
+    writer.start()  # starts no thread
+    events = example_events()[:4]
+
+    async def burst() -> list[Any]:
+        return list(await asyncio.gather(*(submit(ingest, e, alone=False) for e in events)))
+
+    try:
+        results = asyncio.run(burst())
+        later = asyncio.run(submit(ingest, example_events()[4], alone=False))
+    finally:
+        writer.stop()
+    answered = [r.outcome.answers[0].event_id for r in results]
+    assert answered == [e["event_id"] for e in events]
+    assert later.outcome is not None
+    # one commit for the burst, one for the later body, both on this (the loop's) thread
+    assert watched.threads == [threading.current_thread().name] * 2
+    assert woken == [1, 1]
+    assert writer.idle
+
+
+def test_on_the_loop_a_failed_commit_answers_every_sender_with_the_failure(
+    store: Store,
+) -> None:
+    ingest, writer, woken = ingestor(store, on_loop=True)
+    events = example_events()[:3]
+
+    def broken(jobs: Any) -> Any:
+        raise RuntimeError("disk full")
+
+    store.ingest = broken  # type: ignore[method-assign]
+
+    async def burst() -> list[Any]:
+        senders = (submit(ingest, e, alone=False) for e in events)
+        return list(await asyncio.gather(*senders, return_exceptions=True))
+
+    failures = asyncio.run(burst())
+    assert [str(f) for f in failures] == ["disk full"] * 3
+    assert woken == []  # nothing was committed
+    assert writer.idle
+
+
+def test_on_the_loop_a_group_commits_at_once_when_full(store: Store) -> None:
+    watched = Watched(store)
+    ingest, writer, _ = ingestor(store, on_loop=True)
+    writer._max_batch = 2
+    events = example_events()[:3]
+
+    async def burst() -> list[Any]:
+        return list(await asyncio.gather(*(submit(ingest, e, alone=False) for e in events)))
+
+    results = asyncio.run(burst())
+    assert all(r.outcome is not None and not r.errors for r in results)
+    assert len(watched.threads) == 2  # two bodies, then the third
+
+
+def test_the_writer_commits_on_the_loop_by_default_on_sqlite_only(store: Store) -> None:
+    assert GroupCommitWriter(store).on_loop is store.sqlite
