@@ -5,13 +5,13 @@ fsync for many senders, each still answered only after the commit that holds its
 message. On PostgreSQL one writer thread owns those transactions, so a server that
 stops answering holds that thread, not the event loop. On SQLite the group is gathered
 and committed on the event loop itself: the bodies submitted within two turns of the
-loop form one group. A writer thread there took each group's commit in several GIL
-hand-offs (the sqlite3 module releases the GIL for every statement it steps), each
-waiting behind the loop's own work: with eight monitors on 2 cores, a commit of ~5
-bodies took ~1.2 ms of wall time for ~0.4 ms of work, and the loop, waiting on it, left
-a quarter of the CPU idle (CHANGELOG). A sender known to be alone (the only connection
-of an MLLP listener, which waits for each ACK) is committed at once, with no turn to
-wait for others.
+loop form one group. On a writer thread there, with eight monitors on 2 cores, a
+commit of ~5 bodies took ~1.2 ms of wall time for ~0.4 ms of work and ~0.2 ms of
+waiting for a worker's write lock; we read the rest as waits for the GIL, which the
+sqlite3 module gives up and takes back around every statement while the loop runs. The
+senders waited on those commits and a quarter of the CPU stood idle (CHANGELOG). A
+sender known to be alone (the only connection of an MLLP listener, which waits for each
+ACK) is committed at once, with no turn to wait for others.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ _Waiting = tuple[IngestJob, asyncio.Future[IngestOutcome], asyncio.AbstractEvent
 
 
 class GroupCommitWriter:
-    """One thread that owns ingest transactions and batches whatever is waiting."""
+    """Batches whatever is waiting into one ingest transaction: on its own thread, or on
+    the event loop the bodies were submitted on (``on_loop``, SQLite's default)."""
 
     def __init__(self, store: Store, *, max_batch: int = 500, on_loop: bool | None = None) -> None:
         """``on_loop``: gather and commit on the submitting event loop instead of the
