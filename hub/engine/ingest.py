@@ -85,7 +85,7 @@ class GroupCommitWriter:
     @property
     def idle(self) -> bool:
         """Nothing queued, gathered or being committed (a hint: it may change at once)."""
-        return not self._busy and self._queue.empty() and not any(self._gathering.values())
+        return not self._busy and self._queue.empty() and not self._gathering
 
     def commit_here(self, job: IngestJob) -> IngestOutcome:
         """Commit ``job`` in the calling thread, as the writer would, outside any group."""
@@ -120,20 +120,24 @@ class GroupCommitWriter:
             loop.call_soon(self._commit_gathered, loop, turns - 1)
             return
         batch = self._gathering.pop(loop, [])
-        if not batch:
-            return  # committed already, at max_batch
+        if batch:  # else committed already, at max_batch
+            self._commit(batch, _answer_here)
+
+    def _commit(self, batch: Sequence[_Waiting], answer: _Answer) -> None:
+        """Commit the batch's jobs in one transaction, answer each sender, then wake the
+        workers; a failed commit answers every sender with its exception."""
         jobs = [job for job, _, _ in batch]
         self._busy = True
         try:
-            answers: Sequence[IngestOutcome | Exception] = self._store.ingest(jobs)
+            outcomes = self._store.ingest(jobs)
         except Exception as exc:
-            log.exception("ingest commit failed for %d bodies", len(batch))
-            answers = [exc] * len(batch)
-        finally:
             self._busy = False
-        _settle([(future, answer) for (_, future, _), answer in zip(batch, answers, strict=True)])
-        if not isinstance(answers[0], Exception):
-            self._notify(jobs)
+            log.exception("ingest commit failed for %d bodies", len(batch))
+            answer(batch, [exc] * len(batch))
+            return
+        self._busy = False
+        answer(batch, outcomes)
+        self._notify(jobs)
 
     def _run(self) -> None:
         stopping = False
@@ -152,16 +156,7 @@ class GroupCommitWriter:
                     stopping = True
                     break
                 batch.append(nxt)
-            try:
-                outcomes = self._store.ingest([job for job, _, _ in batch])
-            except Exception as exc:
-                self._busy = False
-                log.exception("ingest commit failed for %d bodies", len(batch))
-                _answer(batch, [exc] * len(batch))
-                continue
-            self._busy = False
-            _answer(batch, outcomes)
-            self._notify([job for job, _, _ in batch])
+            self._commit(batch, _answer)
 
 
 def _field_errors(exc: EventValidationError) -> tuple[dict[str, str], ...]:
@@ -175,8 +170,17 @@ def _field_errors(exc: EventValidationError) -> tuple[dict[str, str], ...]:
 _GATHER_TURNS = 2
 
 
+_Answer = Callable[[Sequence[_Waiting], Sequence[IngestOutcome | Exception]], None]
+
+
+def _answer_here(batch: Sequence[_Waiting], answers: Sequence[IngestOutcome | Exception]) -> None:
+    """Settle the batch's futures on their loop, which is the running one (on_loop)."""
+    _settle([(future, answer) for (_, future, _), answer in zip(batch, answers, strict=True)])
+
+
 def _answer(batch: Sequence[_Waiting], answers: Sequence[IngestOutcome | Exception]) -> None:
-    """Settle the batch's futures with one wake-up per event loop, not one per body."""
+    """From the writer thread: settle the batch's futures with one wake-up per event
+    loop, not one per body."""
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[IngestOutcome], Any]]]
     by_loop = {}
     for (_, future, loop), answer in zip(batch, answers, strict=True):

@@ -408,8 +408,9 @@ class Store:
         self, cursor: Cursor, event_ids: set[str], known: dict[str, tuple[str, str]]
     ) -> dict[str, EventAnswer]:
         # Rebuilt from the rows the first request created, in creation order, so a replay
-        # answers with exactly the first answer.
-        # Found by the message that first brought each event (its deliveries came with it).
+        # answers with exactly the first answer. They are found through the message that
+        # first brought each event (its deliveries came with it); 250 events and at most
+        # as many messages keep a statement within 500 parameters.
         driver = self._driver
         found: dict[str, list[tuple[str, str, str]]] = {i: [] for i in event_ids}
         for chunk in _chunks(sorted(event_ids), 250):

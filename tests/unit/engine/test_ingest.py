@@ -67,6 +67,13 @@ async def submit(ingestor: Ingestor, event: dict[str, Any], *, alone: bool) -> A
     )
 
 
+async def burst(ingestor: Ingestor, events: list[dict[str, Any]]) -> list[Any]:
+    """Every event from a sender of its own, all in the same turn of the loop; failures
+    come back as exceptions."""
+    senders = (submit(ingestor, e, alone=False) for e in events)
+    return list(await asyncio.gather(*senders, return_exceptions=True))
+
+
 def test_a_lone_sender_commits_in_the_callers_thread_while_the_writer_is_idle(
     store: Store,
 ) -> None:
@@ -167,12 +174,8 @@ def test_on_the_loop_the_senders_of_one_burst_share_one_commit_there(store: Stor
     ingest, writer, woken = ingestor(store, on_loop=True)
     writer.start()  # starts no thread
     events = example_events()[:4]
-
-    async def burst() -> list[Any]:
-        return list(await asyncio.gather(*(submit(ingest, e, alone=False) for e in events)))
-
     try:
-        results = asyncio.run(burst())
+        results = asyncio.run(burst(ingest, events))
         later = asyncio.run(submit(ingest, example_events()[4], alone=False))
     finally:
         writer.stop()
@@ -195,12 +198,7 @@ def test_on_the_loop_a_failed_commit_answers_every_sender_with_the_failure(
         raise RuntimeError("disk full")
 
     store.ingest = broken  # type: ignore[method-assign]
-
-    async def burst() -> list[Any]:
-        senders = (submit(ingest, e, alone=False) for e in events)
-        return list(await asyncio.gather(*senders, return_exceptions=True))
-
-    failures = asyncio.run(burst())
+    failures = asyncio.run(burst(ingest, events))
     assert [str(f) for f in failures] == ["disk full"] * 3
     assert woken == []  # nothing was committed
     assert writer.idle
@@ -210,12 +208,7 @@ def test_on_the_loop_a_group_commits_at_once_when_full(store: Store) -> None:
     watched = Watched(store)
     ingest, writer, _ = ingestor(store, on_loop=True)
     writer._max_batch = 2
-    events = example_events()[:3]
-
-    async def burst() -> list[Any]:
-        return list(await asyncio.gather(*(submit(ingest, e, alone=False) for e in events)))
-
-    results = asyncio.run(burst())
+    results = asyncio.run(burst(ingest, example_events()[:3]))
     assert all(r.outcome is not None and not r.errors for r in results)
     assert len(watched.threads) == 2  # two bodies, then the third
 
