@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from hub.hl7v2.er7 import Component, Er7Writer, FieldValue, Raw, build_field
+from hub.hl7v2.er7 import Component, Er7Writer, FieldValue, Raw, build_field, build_segment
 from hub.model.ecg import DocumentRef, Ecg
 from hub.model.events import EcgAcquired, VitalsRecordedEvent
 from hub.model.state import IncidentState
@@ -173,14 +173,28 @@ def _vitals(builder: MessageBuilder, event_id: str, index: int, sample: VitalSig
     panel = [VITAL_SIGNS_PANEL_LOINC, "Vital signs panel", "LN"]
     _obr(builder, index, f"{event_id}-{index}", panel, at)
     tables = builder.tables
+    ws363 = builder.options.ws363
+    tail = _obx_tail(at, sample.device_id)
+    segments = []
     for set_id, (name, value) in enumerate(sample.present_values().items(), start=1):
         code, unit = _vital_fields(
             tables.require("vital_loinc", name),
             tables.get("vital_display", name),
-            tables.get("vital_ws363", name) if builder.options.ws363 else None,
+            tables.get("vital_ws363", name) if ws363 else None,
             tables.require("vital_ucum", name),
         )
-        _obx(builder, set_id, "NM", code, number(value), unit, at, sample.device_id)
+        # What _obx writes for it, without its generic walk over 18 fields (a monitor's
+        # stream writes six of these per sample): the set id and the value are digits,
+        # the codes are written already, and nothing here needs escaping.
+        segments.append(f"OBX|{set_id}|NM|{code.value}||{number(value)}|{unit.value}|||||F{tail}")
+    builder.writer.written(*segments)
+
+
+def _obx_tail(at: str | None, device: str | None) -> str:
+    """OBX-12 to OBX-18 of a numeric result, as they follow OBX-11 (``F``): OBX-14 the
+    time, OBX-18 the device (escaped), without trailing empty fields."""
+    fields: list[FieldValue] = ["F", None, None, at, None, None, None, [device] if device else None]
+    return build_segment("OBX", fields)[len("OBX|F") :]
 
 
 @lru_cache(maxsize=256)

@@ -10,12 +10,18 @@ from typing import Any
 import hl7
 import pytest
 from hl7apy.parser import parse_message as hl7apy_parse
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
-from hub.hl7v2.er7 import Message, parse_message
+from hub.hl7v2.er7 import FieldValue, Message, build_segment, parse_message
+from hub.model.vitals import VITAL_SIGN_CODES
 from hub.registry import lookup
 from hub.validate import validate_bytes
 from mappings.base import MappingContext, NothingToSend
 from mappings.hl7v2 import hl7v2_oru
+from mappings.hl7v2.common import number
+from mappings.hl7v2.oru import _vital_fields
+from mappings.tables import BUILTIN_TABLES
 
 SCENARIOS = Path(__file__).resolve().parents[3] / "sandbox" / "scenarios"
 
@@ -141,3 +147,58 @@ def test_other_events_and_other_hospitals_are_skipped() -> None:
     number = next(i for i, e in enumerate(events, 1) if e["type"] == "vitals.recorded")
     with pytest.raises(NothingToSend, match="not H999"):
         oru(events, number, hospital_code="H999")
+
+
+# Within every vital sign's range (temperature starts at 25).
+_VALUES = st.floats(min_value=25, max_value=45, allow_nan=False).map(lambda v: round(v, 2))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.dictionaries(st.sampled_from(sorted(VITAL_SIGN_CODES)), _VALUES, min_size=1),
+    device=st.none() | st.text(alphabet="AZ09-|^~\\&监护仪", min_size=1, max_size=12),
+    ws363=st.booleans(),
+)
+def test_numeric_obx_written_as_the_generic_writer_would(
+    values: dict[str, float], device: str | None, ws363: bool
+) -> None:
+    """The vital signs' OBX segments, written directly, equal what _obx writes field
+    by field (escaping of the device included)."""
+    assume(values.get("diastolic_bp", 0) < values.get("systolic_bp", 999))
+    events = stemi()
+    number_ = next(i for i, e in enumerate(events, 1) if e["type"] == "vitals.recorded")
+    sample = {"measured_at": "2026-11-25T08:31:07+08:00", **values}
+    if device is not None and not device.isspace() and " " not in device:
+        sample["device_id"] = device
+    events[number_ - 1] = {
+        **events[number_ - 1],
+        "data": {**events[number_ - 1]["data"], "samples": [sample]},
+    }
+    segments = oru_body(events, number_, ws363=ws363).decode().split("\r")
+    written = [s for s in segments if s.startswith("OBX|")]
+    expected = []
+    for set_id, name in enumerate((n for n in VITAL_SIGN_CODES if n in values), start=1):
+        code, unit = _vital_fields(
+            BUILTIN_TABLES.require("vital_loinc", name),
+            BUILTIN_TABLES.get("vital_display", name),
+            BUILTIN_TABLES.get("vital_ws363", name) if ws363 else None,
+            BUILTIN_TABLES.require("vital_ucum", name),
+        )
+        fields: list[FieldValue] = [None] * 18
+        fields[:6] = [str(set_id), "NM", code, None, number(values[name]), unit]
+        fields[10], fields[13] = "F", "20261125083107+0800"
+        fields[17] = [sample["device_id"]] if "device_id" in sample else None
+        expected.append(build_segment("OBX", fields))
+    assert written == expected
+
+
+def test_control_id_is_escaped_in_msh_10() -> None:
+    events = stemi()
+    number_ = next(i for i, e in enumerate(events, 1) if e["type"] == "vitals.recorded")
+    ctx = MappingContext(
+        "A|B^C&D", dt.datetime(2026, 11, 25, tzinfo=dt.UTC), "his", {}, tuple(events[:number_])
+    )
+    text = hl7v2_oru(events[number_ - 1], ctx).body.decode()
+    assert text.split("\r")[0].split("|")[9] == "A\\F\\B\\S\\C\\T\\D"
+    assert parse_message(text).header.control_id == "A|B^C&D"
+    assert hl7.parse(text).segment("MSH")[10][0] == "A\\F\\B\\S\\C\\T\\D"
