@@ -287,7 +287,7 @@ class Ingestor:
             self.metrics.rejected.inc()
         for new, answer in zip(job.events, outcome.answers, strict=False):
             if not answer.replayed:
-                self.metrics.received.labels(new.type).inc()
+                self.metrics.received_one(new.type)
         return IngestResult(inbound_id, outcome)
 
     async def reject(

@@ -194,6 +194,9 @@ def test_delivers_maps_once_and_records(store: Store) -> None:
         "w-test",
     )
     assert metric(worker, "delivered") == 1
+    registry = worker.metrics.registry
+    labels = {"destination": "partner"}
+    assert registry.get_sample_value("hub_delivery_latency_seconds_count", labels) == 1
 
 
 def test_retries_keep_the_message_id_and_the_mapped_bytes(store: Store) -> None:
