@@ -17,6 +17,7 @@ from functools import lru_cache
 
 from hub.hl7v2.er7 import (
     DEFAULT_SEPARATORS,
+    HOLE,
     Er7Writer,
     Message,
     MshHeader,
@@ -24,6 +25,7 @@ from hub.hl7v2.er7 import (
     decode,
     format_ts,
     parse_message,
+    template_parts,
 )
 from hub.hl7v2.errors import ErrorCode, ErrorLocation, Hl7Error
 
@@ -214,7 +216,6 @@ def _ack_text(
     return writer.text()
 
 
-_HOLE = "\ue000"  # stands for the time and the control id while a template is built
 _MSA2 = "0"  # stands for MSA-2 in the header a template is built from
 
 
@@ -250,10 +251,10 @@ def _built_template(
     sending_facility: str | None,
 ) -> tuple[str, str, str] | None:
     full = _ack_text(
-        header, ack_code, _HOLE, _HOLE, None, (), charset, sending_application, sending_facility
+        header, ack_code, HOLE, HOLE, None, (), charset, sending_application, sending_facility
     )
-    parts = full.split(_HOLE)
-    if len(parts) != 3 or not parts[2].endswith(_MSA2 + "\r"):
+    parts = template_parts(full, 2)  # the time and the control id
+    if parts is None or not parts[2].endswith(_MSA2 + "\r"):
         return None  # a copied field held the stand-in
     head, middle, rest = parts
     return head, middle, rest[: -len(_MSA2) - 1]

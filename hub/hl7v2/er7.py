@@ -31,6 +31,7 @@ from hub.hl7v2.errors import ErrorCode, ErrorLocation, Hl7Error
 
 __all__ = [
     "DEFAULT_SEPARATORS",
+    "HOLE",
     "Charset",
     "Decoded",
     "Er7Writer",
@@ -51,6 +52,7 @@ __all__ = [
     "parse_ts",
     "read_msh",
     "split_messages",
+    "template_parts",
     "unescape",
 ]
 
@@ -866,6 +868,19 @@ def _field(value: FieldValue, seps: Separators, esc: Escaper, special: Special) 
     if isinstance(value, _SCALARS):
         return _scalar(value, esc)
     return _join([_component(c, seps, esc) for c in value], seps.component)
+
+
+HOLE = "\ue000"
+"""A private-use character that stands for a value while a template is written (as
+``Raw(HOLE)``, or as text: escaping leaves it alone); see :func:`template_parts`."""
+
+
+def template_parts(text: str, holes: int) -> tuple[str, ...] | None:
+    """``text``, written with ``holes`` stand-ins (:data:`HOLE`), cut at each; None when
+    it holds another number of them (a written value held the character itself), and
+    the caller then writes the text in full."""
+    parts = tuple(text.split(HOLE))
+    return parts if len(parts) == holes + 1 else None
 
 
 def build_field(value: FieldValue, seps: Separators = DEFAULT_SEPARATORS) -> Raw:

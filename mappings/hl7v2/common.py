@@ -12,13 +12,14 @@ import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hub.hl7v2.er7 import (
     DEFAULT_SEPARATORS,
+    HOLE,
     Component,
     Er7Writer,
     FieldValue,
@@ -29,6 +30,7 @@ from hub.hl7v2.er7 import (
     escape,
     format_ts,
     hl7_charset_name,
+    template_parts,
 )
 from hub.model.disposition import Destination
 from hub.model.identifiers import RESIDENT_ID_OID
@@ -150,48 +152,49 @@ def root_patient_id(state: IncidentState, patient_id: str) -> str:
     return chain_root(state.patient_links, patient_id)
 
 
-_AT, _CONTROL_ID = Raw("\x00"), Raw("\x01")  # stand-ins: no written text holds them
+class _MshConstants(NamedTuple):
+    """The MSH fields a destination's messages share (all but MSH-7 and MSH-10)."""
+
+    sending_application: str
+    sending_facility: str
+    receiving_application: str | None
+    receiving_facility: str
+    message_type: tuple[str, str, str]
+    processing_id: str
+    accept_ack_type: str | None
+    application_ack_type: str | None
+    charset: str
+
+
+def _msh_fields(c: _MshConstants, at: FieldValue, control_id: FieldValue) -> list[FieldValue]:
+    """MSH-3 onwards."""
+    return [
+        c.sending_application,  # MSH-3
+        c.sending_facility,
+        c.receiving_application,
+        c.receiving_facility,
+        at,  # MSH-7
+        None,
+        list(c.message_type),  # MSH-9
+        control_id,  # MSH-10, stable across retries
+        c.processing_id,
+        HL7_VERSION,  # MSH-12
+        None,
+        None,
+        c.accept_ack_type,  # MSH-15
+        c.application_ack_type,
+        "CHN",  # MSH-17
+        c.charset,  # MSH-18
+    ]
 
 
 @functools.lru_cache(maxsize=256)
-def _msh_template(
-    sending_application: str,
-    sending_facility: str,
-    receiving_application: str | None,
-    receiving_facility: str,
-    message_type: tuple[str, str, str],
-    processing_id: str,
-    accept_ack_type: str | None,
-    application_ack_type: str | None,
-    charset: str,
-) -> tuple[str, str, str]:
-    """MSH as written around MSH-7 (the time) and MSH-10 (the control id), the two
-    fields that change from message to message: a destination's messages differ in
-    nothing else, and writing its 18 fields each time cost a tenth of an ORU."""
-    text = build_segment(
-        "MSH",
-        [
-            sending_application,  # MSH-3
-            sending_facility,
-            receiving_application,
-            receiving_facility,
-            _AT,  # MSH-7
-            None,
-            list(message_type),  # MSH-9
-            _CONTROL_ID,  # MSH-10, stable across retries
-            processing_id,
-            HL7_VERSION,  # MSH-12
-            None,
-            None,
-            accept_ack_type,  # MSH-15
-            application_ack_type,
-            "CHN",  # MSH-17
-            charset,  # MSH-18
-        ],
-    )
-    head, _, rest = text.partition(_AT.value)
-    middle, _, tail = rest.partition(_CONTROL_ID.value)
-    return head, middle, tail
+def _msh_template(constants: _MshConstants) -> tuple[str, ...] | None:
+    """MSH as written around MSH-7 and MSH-10, the two fields that change from message
+    to message (writing all of it each time cost a tenth of an ORU); None when a
+    constant holds the stand-in."""
+    hole = Raw(HOLE)
+    return template_parts(build_segment("MSH", _msh_fields(constants, hole, hole)), 2)
 
 
 @dataclass(slots=True)
@@ -206,6 +209,11 @@ class MessageBuilder:
     writer: Er7Writer
     control_id: str  # MSH-10
     patient_id: str  # the patient the message is about
+
+    def __post_init__(self) -> None:
+        # Segments written directly (the MSH template, hl7v2-oru's OBX, its OBX-3/OBX-6
+        # fields) are in the default separators, as every message the hub writes.
+        assert self.writer.separators is DEFAULT_SEPARATORS
 
     @classmethod
     def start(
@@ -255,7 +263,7 @@ class MessageBuilder:
         receiving = o.receiving_facility or o.hospital_code
         if receiving is None:
             receiving = destination.hospital_code if destination else self.ctx.destination
-        head, middle, tail = _msh_template(
+        constants = _MshConstants(
             o.sending_application,
             o.sending_facility or self.source,
             o.receiving_application,
@@ -267,7 +275,11 @@ class MessageBuilder:
             hl7_charset_name(o.charset),
         )
         at = self.ts(self.ctx.created_at)
-        assert at is not None and self.writer.separators is DEFAULT_SEPARATORS
+        template = _msh_template(constants)
+        if template is None or at is None:
+            self.writer.msh(*_msh_fields(constants, at, self.control_id))
+            return
+        head, middle, tail = template
         self.writer.written(f"{head}{at}{middle}{escape(self.control_id)}{tail}")
 
     def evn(self, trigger: str, occurred_at: dt.datetime) -> None:

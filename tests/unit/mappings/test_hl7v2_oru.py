@@ -13,7 +13,7 @@ from hl7apy.parser import parse_message as hl7apy_parse
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from hub.hl7v2.er7 import FieldValue, Message, build_segment, parse_message
+from hub.hl7v2.er7 import HOLE, FieldValue, Message, build_segment, parse_message
 from hub.model.vitals import VITAL_SIGN_CODES
 from hub.registry import lookup
 from hub.validate import validate_bytes
@@ -202,3 +202,14 @@ def test_control_id_is_escaped_in_msh_10() -> None:
     assert text.split("\r")[0].split("|")[9] == "A\\F\\B\\S\\C\\T\\D"
     assert parse_message(text).header.control_id == "A|B^C&D"
     assert hl7.parse(text).segment("MSH")[10][0] == "A\\F\\B\\S\\C\\T\\D"
+
+
+def test_msh_written_in_full_when_an_option_holds_the_template_stand_in() -> None:
+    events = stemi()
+    number_ = next(i for i, e in enumerate(events, 1) if e["type"] == "vitals.recorded")
+    text = oru_body(events, number_, sending_application=f"A{HOLE}B").decode()
+    header = parse_message(text).header
+    assert (header.get(3), header.control_id) == (f"A{HOLE}B", f"ORU{number_:03d}")
+    assert header.get(7) == "20261125083000+0800"
+    plain = parse_message(oru_body(events, number_).decode()).header
+    assert plain.fields[4:] == header.fields[4:]  # all but MSH-3 as the template writes
