@@ -237,7 +237,28 @@ def machine() -> dict[str, Any]:
     info["loadavg_1m_before"] = round(os.getloadavg()[0], 2)
     if info["loadavg_1m_before"] > 0.5:
         print(f"warning: load average {info['loadavg_1m_before']}: figures will be low")
+    info["speed_probe_ms_before"] = speed_probe()
+    print(f"speed probe: {info['speed_probe_ms_before']} ms (lower is faster)")
     return info
+
+
+def speed_probe() -> float:
+    """Milliseconds of a fixed pure-Python workload (best of five), none of it the hub's.
+
+    The shared 2-core machine has run the same code 30% to 2.5 times slower from one
+    hour to the next; reported beside each run, this says which phase a figure came
+    from, so that runs are compared only within one phase.
+    """
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        table: dict[str, int] = {}
+        for i in range(100_000):
+            key = str(i)
+            table[key] = len(key) + i
+        sum(table.values())
+        best = min(best, time.perf_counter() - start)
+    return round(best * 1000, 2)
 
 
 def _pct(values: list[float], q: float) -> float:

@@ -46,6 +46,7 @@ from benchmarks.common import (
     postgres_settings,
     profile_folder,
     profiled,
+    speed_probe,
     summary_ms,
     wait_delivered,
     webhook_twin,
@@ -309,6 +310,7 @@ def run_one(
         "latency": asdict(lat),
         # Other work on the machine skews every figure but CPU per event: keep the load.
         "loadavg_1m_after": round(os.getloadavg()[0], 2),
+        "speed_probe_ms_after": speed_probe(),
     }
 
 

@@ -50,6 +50,7 @@ from benchmarks.common import (
     postgres_settings,
     profile_folder,
     profiled,
+    speed_probe,
     stop_process,
     summary_ms,
     wait_delivered,
@@ -391,6 +392,7 @@ def run_one(
         "durability": DURABILITY[label.split("-")[-1] if label != "postgres" else "postgres"],
         "phases": [asdict(p) for p in phases],
         "loadavg_1m_after": round(os.getloadavg()[0], 2),
+        "speed_probe_ms_after": speed_probe(),
     }
 
 
