@@ -172,6 +172,11 @@ class HisTwin:
         with self._lock:
             return list(self.state.order)
 
+    def accepted_count(self) -> int:
+        """How many distinct control ids were accepted, without copying them."""
+        with self._lock:
+            return len(self.state.order)
+
     @property
     def connections(self) -> int:
         """Connections accepted so far."""

@@ -89,6 +89,10 @@ def test_pipelined_messages_are_answered_in_order(twin: HisTwin, client: socket.
     client.sendall(b"".join(framed(f"P{n}") for n in range(20)))
     assert read_acks(client, 20) == [("AA", f"P{n}") for n in range(20)]
     assert twin.accepted_ids() == [f"P{n}" for n in range(20)]
+    client.sendall(framed("P3"))  # a retry: received again, counted once
+    assert read_acks(client, 1) == [("AA", "P3")]
+    assert len(twin.received()) == 21
+    assert twin.accepted_count() == 20
 
 
 def test_a_delayed_answer_holds_back_the_ones_after_it(
