@@ -7,7 +7,10 @@ PYTHON ?= python3
 
 .PHONY: sandbox run test lint typecheck pytest bench clean
 
-$(BIN)/hub: pyproject.toml
+# The modules setup.py compiles (hub/compiled.py): a change to one builds them again.
+COMPILED := $(shell $(PYTHON) -c "import runpy; print(*runpy.run_path('hub/compiled.py')['COMPILED'])")
+
+$(BIN)/hub: pyproject.toml setup.py hub/compiled.py $(COMPILED)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

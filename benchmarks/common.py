@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 from sqlalchemy import create_engine, text
 
+from hub.compiled import compiled_modules
 from hub.testing.postgres import postgres_schema as _postgres_schema
 from hub.testing.process import HubProcess, free_port
 
@@ -232,6 +233,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "sqlite": sqlite3.sqlite_version,
+        "compiled": compiled_modules(),  # hub/compiled.py: mypyc, or Python (HUB_COMPILE=0)
     }
     print(f"machine: {info['nproc']} CPUs ({info['cpu']}), Python {info['python']}")
     info["loadavg_1m_before"] = round(os.getloadavg()[0], 2)

@@ -1,0 +1,3 @@
+from hub.compiled import check_fresh
+
+check_fresh()
