@@ -21,7 +21,7 @@ def _extensions() -> list[object]:
     compiled = runpy.run_path(str(HERE / "hub" / "compiled.py"))["COMPILED"]
     # Not the project's mypy settings: their pydantic plugin is not in the build
     # environment, and what these modules import from outside is read as Any.
-    options = ["--config-file=", "--ignore-missing-imports", "--python-version=3.11"]
+    options = ["--config-file=", "--ignore-missing-imports"]
     return list(mypycify([*options, *compiled], opt_level="3"))
 
 
