@@ -1,23 +1,52 @@
 """Compiles the modules every message passes through with mypyc (hub/compiled.py lists
 them and says why); ``HUB_COMPILE=0`` installs them as Python. The rest of the build is
-in pyproject.toml."""
+in pyproject.toml.
+
+A machine that cannot compile them (no C compiler, no Python headers) still gets a
+working hub, on Python and slower, with a warning; the benchmarks record which ran.
+"""
 
 from __future__ import annotations
 
 import os
 import runpy
+import sys
 from pathlib import Path
 
 from setuptools import setup
+from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).resolve().parent
+
+
+def _warn(reason: object) -> None:
+    print(f"warning: the hub's hot modules stay Python ({reason})", file=sys.stderr)
+
+
+class _OptionalBuildExt(build_ext):
+    """Compiling is an optimisation: a failure leaves the Python modules in place.
+
+    All or nothing: a module compiled without mypyc's shared library beside it would
+    fail to import, so whatever was built before the failure is removed.
+    """
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:  # setuptools raises several unrelated types here
+            for ext in self.extensions:
+                Path(self.get_ext_fullpath(ext.name)).unlink(missing_ok=True)
+            _warn(exc)
 
 
 def _extensions() -> list[object]:
     if os.environ.get("HUB_COMPILE", "1") == "0":
         return []
-    from mypyc.build import mypycify
-
+    try:
+        from mypyc.build import mypycify
+    except ImportError as exc:
+        _warn(exc)
+        return []
     compiled = runpy.run_path(str(HERE / "hub" / "compiled.py"))["COMPILED"]
     # Not the project's mypy settings: their pydantic plugin is not in the build
     # environment, and what these modules import from outside is read as Any.
@@ -25,4 +54,4 @@ def _extensions() -> list[object]:
     return list(mypycify([*options, *compiled], opt_level="3"))
 
 
-setup(ext_modules=_extensions())
+setup(ext_modules=_extensions(), cmdclass={"build_ext": _OptionalBuildExt})

@@ -1,11 +1,12 @@
 """The modules every message passes through, compiled with mypyc when installed.
 
 ``setup.py`` reads :data:`COMPILED` from this file (run alone, so it imports only the
-standard library) and compiles those modules in place; ``HUB_COMPILE=0`` at install
-keeps them Python. Against Python alone, eight monitors on 2 cores, nine alternating
-pairs in one (slow) phase of the machine: hub CPU 1.41 → 1.30 ms per message (means),
-end to end 1,028 → 1,101 msg/s, faster in all nine (benchmarks/README.md, eighth
-round). Compiled or not, it is the same source, type-checked and tested alike.
+standard library) and compiles those modules in place; ``HUB_COMPILE=0`` at install,
+or a machine that cannot compile them, keeps them Python. Against Python alone, eight
+monitors on 2 cores, nine alternating pairs in one (slow) phase of the machine: hub
+CPU 1.41 → 1.30 ms per message (means), end to end 1,028 → 1,101 msg/s, faster in all
+nine (benchmarks/README.md, eighth round). Compiled or not, it is the same source,
+type-checked and tested alike.
 
 In a source checkout a compiled copy older than its source would run old code without
 a word: :func:`check_fresh` refuses that at import, naming the rebuild.

@@ -10,6 +10,7 @@ import contextlib
 import logging
 from pathlib import Path
 
+from hub.compiled import compiled_modules
 from hub.config.plan import Plan
 from hub.engine.ingest import GroupCommitWriter, Ingestor
 from hub.engine.metrics import HubMetrics
@@ -77,6 +78,13 @@ class HubRuntime:
             self.writer.committed.append(self.processes.wake)
         self.writer.start()
         await self._start_listeners()
+        compiled = compiled_modules()
+        log.info(
+            "%d of %d hot-path modules compiled%s",
+            sum(compiled.values()),
+            len(compiled),
+            "" if all(compiled.values()) else " (HUB_COMPILE=0, or no C compiler at install)",
+        )
 
     async def _start_listeners(self) -> None:
         """Start the listeners of hub.yaml; they submit through the writer started above."""

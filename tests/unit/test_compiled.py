@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.machinery
+import logging
 import os
 from pathlib import Path
 
 import pytest
 
 from hub.compiled import COMPILED, ROOT, StaleBuildError, check_fresh, compiled_modules
+from hub.config.plan import plan_from_mapping
+from hub.runtime import HubRuntime
 
 SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
 
@@ -57,3 +61,19 @@ def test_a_module_runs_compiled_exactly_when_a_copy_was_built() -> None:
             (ROOT / path).with_suffix(s).is_file() for s in importlib.machinery.EXTENSION_SUFFIXES
         )
         assert compiled == built, path
+
+
+def test_the_runtime_says_how_many_modules_run_compiled(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    plan = plan_from_mapping({"database_url": f"sqlite:///{tmp_path / 'hub.db'}"}, env={})
+
+    async def start_and_stop() -> None:
+        runtime = HubRuntime(plan, with_worker=False)
+        await runtime.start()
+        await runtime.stop()
+
+    with caplog.at_level(logging.INFO, logger="hub.runtime"):
+        asyncio.run(start_and_stop())
+    compiled = sum(compiled_modules().values())
+    assert f"{compiled} of {len(COMPILED)} hot-path modules compiled" in caplog.text
