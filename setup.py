@@ -3,7 +3,8 @@ them and says why); ``HUB_COMPILE=0`` installs them as Python. The rest of the b
 in pyproject.toml.
 
 A machine that cannot compile them (no C compiler, no Python headers) still gets a
-working hub, on Python and slower, with a warning; the benchmarks record which ran.
+working hub, on Python and slower: the build says so (pip shows it with ``-v``), and
+``hub run`` logs how many of them run compiled, as the benchmarks record.
 """
 
 from __future__ import annotations
