@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from hub.config.plan import plan_from_mapping
-from hub.store.database import make_engine
+from hub.store.database import WAL_CHECKPOINT_PAGES, make_engine
 from hub.store.store import Store
 
 FULL, NORMAL = 2, 1  # PRAGMA synchronous values
@@ -56,3 +56,16 @@ def test_hub_yaml_setting() -> None:
     assert plan_from_mapping({}, {}, "hub.yaml").spec.database_sync == "full"
     plan = plan_from_mapping({"database_sync": "normal"}, {}, "hub.yaml")
     assert plan.spec.database_sync == "normal"
+
+
+def test_every_engine_checkpoints_late(tmp_path: Path) -> None:
+    """The WAL checkpoint threshold is per connection: both engines must carry it, or a
+    commit on the one without it checkpoints at SQLite's 1,000 pages."""
+    store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}", migrate=True)
+    try:
+        for engine in (store.engine, store._bookkeeping):
+            with engine.connect() as conn:
+                pages = conn.execute(text("PRAGMA wal_autocheckpoint")).scalar_one()
+            assert pages == WAL_CHECKPOINT_PAGES > 1000
+    finally:
+        store.close()
