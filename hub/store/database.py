@@ -37,8 +37,8 @@ _SYNCHRONOUS: dict[str, str] = {"full": "FULL", "normal": "NORMAL"}
 # WAL pages after which a commit checkpoints them into the database file (SQLite's
 # default is 1,000, ~4 MB). A checkpoint writes each page once however often the WAL
 # holds it, and the hub's hot pages (index tails, the queues' leaves) are written by
-# every commit: at 8,000 (~32 MB of WAL) eight monitors ran 6-8% more messages/s end
-# to end at 4-8% less CPU per message (benchmarks/README.md, ninth round).
+# every commit: at 8,000 (~32 MB of WAL) eight monitors ran 6-9% more messages/s end
+# to end at ~5% less CPU per message (benchmarks/README.md, ninth round).
 WAL_CHECKPOINT_PAGES = 8000
 # libpq: probe an idle connection after 30 s, every 10 s, give up after 3 unanswered.
 _KEEPALIVES = {
