@@ -1,4 +1,5 @@
-"""hub.yaml ``database_sync``: the SQLite PRAGMA each engine of the store runs with."""
+"""The SQLite PRAGMAs each engine of the store runs with: hub.yaml ``database_sync``, and
+the WAL checkpoint threshold."""
 
 from __future__ import annotations
 
