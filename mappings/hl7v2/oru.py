@@ -17,10 +17,9 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any, NamedTuple
 
-from hub.hl7v2.er7 import Component, Er7Writer, FieldValue, Raw, build_field, build_segment
+from hub.hl7v2.er7 import Component, Er7Writer, FieldValue, build_field, build_segment
 from hub.model.ecg import DocumentRef, Ecg
 from hub.model.events import EcgAcquired, VitalsRecordedEvent
 from hub.model.state import IncidentState
@@ -35,6 +34,7 @@ from mappings.incident import (
     fold_context_through,
     incident_source,
 )
+from mappings.tables import CodeTables
 
 __all__ = ["ECG_PANEL_LOINC", "STEMI_CODE", "hl7v2_oru"]
 
@@ -174,19 +174,18 @@ def _vitals(builder: MessageBuilder, event_id: str, index: int, sample: VitalSig
     _obr(builder, index, f"{event_id}-{index}", panel, at)
     tables = builder.tables
     ws363 = builder.options.ws363
+    written: dict[str, tuple[str, str]] = tables.derived(("hl7v2-oru vital OBX", ws363), dict)
     tail = _obx_tail(at, sample.device_id)
     segments = []
     for set_id, (name, value) in enumerate(sample.present_values().items(), start=1):
-        code, unit = _vital_fields(
-            tables.require("vital_loinc", name),
-            tables.get("vital_display", name),
-            tables.get("vital_ws363", name) if ws363 else None,
-            tables.require("vital_ucum", name),
-        )
+        fields = written.get(name)
+        if fields is None:
+            fields = written[name] = _vital_fields(tables, name, ws363)
         # What _obx writes for it, without its generic walk over 18 fields (a monitor's
         # stream writes six of these per sample): the set id and the value are digits,
         # the codes are written already, and nothing here needs escaping.
-        segments.append(f"OBX|{set_id}|NM|{code.value}||{number(value)}|{unit.value}|||||F{tail}")
+        code, unit = fields
+        segments.append(f"OBX|{set_id}|NM|{code}||{number(value)}|{unit}|||||F{tail}")
     builder.writer.written(*segments)
 
 
@@ -197,15 +196,17 @@ def _obx_tail(at: str | None, device: str | None) -> str:
     return build_segment("OBX", fields)[len("OBX|F") :]
 
 
-@lru_cache(maxsize=256)
-def _vital_fields(loinc: str, display: str | None, ws363: str | None, ucum: str) -> tuple[Raw, Raw]:
-    """OBX-3 (LOINC, and WS 363 as the alternate) and OBX-6 (UCUM) of a vital sign, written
-    once: the same few codes fill every OBX of a monitor's stream. Written with the
-    default separators, which every message the hub writes uses (MessageBuilder)."""
-    code: list[Component] = [loinc, display, "LN"]
-    if ws363:
-        code += [ws363, None, WS363_SYSTEM]
-    return build_field(code), build_field([ucum, ucum, "UCUM"])
+def _vital_fields(tables: CodeTables, name: str, ws363: bool) -> tuple[str, str]:
+    """OBX-3 (LOINC, and WS 363 as the alternate) and OBX-6 (UCUM) of a vital sign, as
+    written. _vitals keeps them with the tables (CodeTables.derived): the same few codes
+    fill every OBX of a monitor's stream. Written with the default separators, which
+    every message the hub writes uses (MessageBuilder)."""
+    loinc, ucum = tables.require("vital_loinc", name), tables.require("vital_ucum", name)
+    code: list[Component] = [loinc, tables.get("vital_display", name), "LN"]
+    alternate = tables.get("vital_ws363", name) if ws363 else None
+    if alternate:
+        code += [alternate, None, WS363_SYSTEM]
+    return build_field(code).value, build_field([ucum, ucum, "UCUM"]).value
 
 
 def _ecg(builder: MessageBuilder, ecg: Ecg) -> None:

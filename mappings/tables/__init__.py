@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from mappings.base import MappingError
 
 __all__ = ["BUILTIN_TABLES", "CodeTables", "load_tables"]
 
 _HERE = Path(__file__).parent
+T = TypeVar("T")
 _VITAL_COLUMNS = ("loinc", "ucum", "display", "ws363")
 
 
@@ -54,6 +55,17 @@ class CodeTables:
 
     def __init__(self, tables: Mapping[str, Mapping[str, str]]) -> None:
         self._tables = MappingProxyType({name: dict(t) for name, t in tables.items()})
+        self._derived: dict[Hashable, Any] = {}
+
+    def derived(self, key: Hashable, make: Callable[[], T]) -> T:
+        """What ``make`` builds from these tables, built once per ``key``: tables never
+        change, so a mapping may keep, say, its segments' coded fields here rather than
+        translate the same codes on every message."""
+        try:
+            value: T = self._derived[key]
+        except KeyError:
+            value = self._derived.setdefault(key, make())
+        return value
 
     @property
     def names(self) -> list[str]:
@@ -77,13 +89,22 @@ class CodeTables:
     def with_overrides(self, overrides: Any) -> CodeTables:
         """These tables with ``{table: {from: to}}`` layered on; bad overrides are errors.
 
-        Called once per mapping call with ``ctx.options.get("code_overrides")``; an
-        override naming an unknown table is refused so a typo in hub.yaml is not ignored.
+        Called once per mapping call with the route's ``code_overrides``; an override
+        naming an unknown table is refused so a typo in hub.yaml is not ignored. The
+        layered tables are kept per overrides (a route's are the same on every call), so
+        what a mapping derives from them (:meth:`derived`) is kept too.
         """
         if not overrides:
             return self
         if not isinstance(overrides, Mapping):
             raise MappingError("code_overrides must map table names to {from: to} mappings")
+        try:
+            key = ("with_overrides", json.dumps(overrides, sort_keys=True, default=str))
+        except (TypeError, ValueError):
+            return self._layered(overrides)  # not JSON (keys of mixed types): not kept
+        return self.derived(key, lambda: self._layered(overrides))
+
+    def _layered(self, overrides: Mapping[Any, Any]) -> CodeTables:
         merged = {name: dict(entries) for name, entries in self._tables.items()}
         for name, entries in overrides.items():
             if name not in merged:

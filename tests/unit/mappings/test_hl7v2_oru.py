@@ -13,14 +13,13 @@ from hl7apy.parser import parse_message as hl7apy_parse
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from hub.hl7v2.er7 import HOLE, FieldValue, Message, build_segment, parse_message
+from hub.hl7v2.er7 import HOLE, Component, FieldValue, Message, build_segment, parse_message
 from hub.model.vitals import VITAL_SIGN_CODES
 from hub.registry import lookup
 from hub.validate import validate_bytes
 from mappings.base import MappingContext, NothingToSend
 from mappings.hl7v2 import hl7v2_oru
 from mappings.hl7v2.common import number
-from mappings.hl7v2.oru import _vital_fields
 from mappings.tables import BUILTIN_TABLES
 
 SCENARIOS = Path(__file__).resolve().parents[3] / "sandbox" / "scenarios"
@@ -178,14 +177,15 @@ def test_numeric_obx_written_as_the_generic_writer_would(
     written = [s for s in segments if s.startswith("OBX|")]
     expected = []
     for set_id, name in enumerate((n for n in VITAL_SIGN_CODES if n in values), start=1):
-        code, unit = _vital_fields(
-            BUILTIN_TABLES.require("vital_loinc", name),
-            BUILTIN_TABLES.get("vital_display", name),
-            BUILTIN_TABLES.get("vital_ws363", name) if ws363 else None,
-            BUILTIN_TABLES.require("vital_ucum", name),
-        )
+        # Coded from the tables field by field, not by _vital_fields.
+        loinc = BUILTIN_TABLES.require("vital_loinc", name)
+        ucum = BUILTIN_TABLES.require("vital_ucum", name)
+        code: list[Component] = [loinc, BUILTIN_TABLES.get("vital_display", name), "LN"]
+        alternate = BUILTIN_TABLES.get("vital_ws363", name) if ws363 else None
+        if alternate:
+            code += [alternate, None, "99WS363"]
         fields: list[FieldValue] = [None] * 18
-        fields[:6] = [str(set_id), "NM", code, None, number(values[name]), unit]
+        fields[:6] = [str(set_id), "NM", code, None, number(values[name]), [ucum, ucum, "UCUM"]]
         fields[10], fields[13] = "F", "20261125083107+0800"
         fields[17] = [sample["device_id"]] if "device_id" in sample else None
         expected.append(build_segment("OBX", fields))
@@ -213,3 +213,19 @@ def test_msh_written_in_full_when_an_option_holds_the_template_stand_in() -> Non
     assert header.get(7) == "20261125083000+0800"
     plain = parse_message(oru_body(events, number_).decode()).header
     assert plain.fields[4:] == header.fields[4:]  # all but MSH-3 as the template writes
+
+
+def test_vital_sign_codes_kept_per_tables_and_ws363_choice() -> None:
+    """The OBX codes _vitals keeps live with their tables: tables overridden for one
+    route write that route's codes, and the WS 363 choice keeps its own copy."""
+    events = stemi()
+    number_ = next(i for i, e in enumerate(events, 1) if e["type"] == "vitals.recorded")
+    heart_rate = BUILTIN_TABLES.require("vital_loinc", "heart_rate")
+    plain = oru_body(events, number_).decode()
+    overrides = {"code_overrides": {"vital_loinc": {"heart_rate": "LOCAL-HR"}}}
+    overridden = oru_body(events, number_, **overrides).decode()
+    assert f"|NM|{heart_rate}^" in plain and "LOCAL-HR" not in plain
+    assert "|NM|LOCAL-HR^" in overridden and f"|NM|{heart_rate}^" not in overridden
+    assert f"|NM|{heart_rate}^" in oru_body(events, number_).decode()  # not the override's
+    without_ws363 = oru_body(events, number_, ws363=False).decode()
+    assert "99WS363" in plain and "99WS363" not in without_ws363
