@@ -39,6 +39,7 @@ from hub.connectors.base import (
     SendResult,
     truncate,
 )
+from hub.deadlines import fail_reads
 from hub.hl7v2.ack import AckCode, AckResult, read_ack
 from hub.hl7v2.er7 import (
     Charset,
@@ -338,11 +339,22 @@ class MllpConnector(Connector):
 
     async def _await_ack(self, link: _Link, control_id: str) -> SendResult:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.ack_timeout
+        reader = link.reader
+        assert reader is not None
+        timer = loop.call_at(loop.time() + self.settings.ack_timeout, fail_reads, reader)
+        try:
+            return await self._read_ack(link, reader, control_id)
+        finally:
+            timer.cancel()
+            if reader.exception() is not None:
+                await link.close()  # failed by the timer after the last read: out of step
+
+    async def _read_ack(
+        self, link: _Link, reader: asyncio.StreamReader, control_id: str
+    ) -> SendResult:
         mismatched: list[str] = []
         committed: AckResult | None = None
         replied = False
-        assert link.reader is not None
         while True:
             while link.pending:
                 item = link.pending.popleft()
@@ -381,10 +393,7 @@ class MllpConnector(Connector):
                     link.answered.append(control_id)
                 return result
             try:
-                if deadline <= loop.time():
-                    raise TimeoutError
-                async with asyncio.timeout_at(deadline):  # no task per read, as wait_for
-                    data = await link.reader.read(_READ_SIZE)
+                data = await reader.read(_READ_SIZE)  # TimeoutError: see _await_ack
             except TimeoutError:
                 await link.close()  # whatever comes later on it would be out of step
                 return self._timed_out(control_id, mismatched, committed)

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pydantic import Field, FilePath, SecretStr, field_validator
 
+from hub.deadlines import IdleDeadline
 from hub.hl7v2.ack import AckCode, ErrorDetail, ack_wanted, build_ack
 from hub.hl7v2.er7 import Charset, MshHeader, codec_for, decode, parse_message, read_msh
 from hub.hl7v2.errors import ErrorCode, ErrorLocation, Hl7Error
@@ -382,23 +383,22 @@ class MllpListener(Listener):
         decoder = MllpDecoder(self.settings.max_frame)
         loop = asyncio.get_running_loop()
         idle_timeout = self.settings.idle_timeout
+        # Counts only while waiting for data (see IdleDeadline).
+        idle = IdleDeadline(loop, reader, idle_timeout)
         try:
-            # One timer for the connection, moved at each read (a wait_for per read cost
-            # a task and a timer per message); it runs only while waiting for data.
-            async with asyncio.timeout(None) as idle:
-                while True:
-                    idle.reschedule(loop.time() + idle_timeout)
-                    data = await reader.read(_READ_SIZE)
-                    idle.reschedule(None)
-                    items = decoder.feed(data) if data else decoder.close()
-                    for item in items:
-                        alone = len(self._connections) == 1
-                        replies = await self.handler.handle(item, alone=alone)
-                        if replies and data:
-                            writer.writelines(replies)
-                            await writer.drain()
-                    if not data:
-                        break
+            while True:
+                idle.waiting()
+                data = await reader.read(_READ_SIZE)
+                idle.received()
+                items = decoder.feed(data) if data else decoder.close()
+                for item in items:
+                    alone = len(self._connections) == 1
+                    replies = await self.handler.handle(item, alone=alone)
+                    if replies and data:
+                        writer.writelines(replies)
+                        await writer.drain()
+                if not data:
+                    break
         except TimeoutError:  # idle for idle_timeout (an OSError: caught first)
             log.info("mllp listener %s: connection idle for %ss, closed", self.name, idle_timeout)
         except (ConnectionError, ssl.SSLError, OSError) as exc:
@@ -408,6 +408,7 @@ class MllpListener(Listener):
             # callback (3.11) from logging the cancellation as an error.
             pass
         finally:
+            idle.cancel()
             if task is not None:
                 self._connections.discard(task)
             writer.close()
