@@ -50,9 +50,15 @@ def _extensions() -> list[object]:
         return []
     compiled = runpy.run_path(str(HERE / "hub" / "compiled.py"))["COMPILED"]
     # Not the project's mypy settings: their pydantic plugin is not in the build
-    # environment, and what these modules import from outside is read as Any.
-    options = ["--config-file=", "--ignore-missing-imports"]
-    return list(mypycify([*options, *compiled], opt_level="3"))
+    # environment, so the modules the compiled ones import (configuration models, say)
+    # are read without reporting their errors there (the project's mypy checks them),
+    # and what comes from outside the project is read as Any.
+    options = ["--config-file=", "--ignore-missing-imports", "--follow-imports=silent"]
+    try:
+        return list(mypycify([*options, *compiled], opt_level="3"))
+    except (Exception, SystemExit) as exc:  # mypyc exits on a type error it finds
+        _warn(exc)
+        return []
 
 
 setup(ext_modules=_extensions(), cmdclass={"build_ext": _OptionalBuildExt})

@@ -242,13 +242,14 @@ class Worker:
         loop = asyncio.get_running_loop()
         await asyncio.sleep(0)  # let sends finishing in this loop turn join the group
         deadline = loop.time() + self._spec.record_linger
-        while len(self._results) < min(sum(self._in_flight.values()), _RECORD_BATCH):
+        lingering = True  # (no ``break`` in try/finally: mypyc does not compile one)
+        while lingering and len(self._results) < min(sum(self._in_flight.values()), _RECORD_BATCH):
             self._more = loop.create_future()
             try:
                 async with asyncio.timeout_at(deadline):
                     await self._more
             except TimeoutError:
-                break
+                lingering = False
             finally:
                 self._more = None
         batch, self._results = self._results, []
