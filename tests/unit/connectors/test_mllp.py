@@ -6,12 +6,14 @@ import asyncio
 import ssl
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import pytest
 
 from hub.connectors.base import Connector, Outbound, Outcome, SendResult
-from hub.connectors.mllp import MllpConnector, MllpSettings
+from hub.connectors.mllp import MllpConnector, MllpSettings, _Link
+from hub.deadlines import fail_reads
+from hub.hl7v2.framing import frame
 from hub.ids import new_id
 from hub.registry import lookup
 from hub.testing.conformance import ConformanceTwin, ConnectorConformance, make_outbound, started
@@ -396,3 +398,60 @@ class TestMllpConformance(ConnectorConformance):
         self, loop_runner: asyncio.Runner, closed_port: int
     ) -> Iterator[Connector]:
         yield from started(loop_runner, mllp(closed_port, connect_timeout=2))
+
+
+class _QuietWriter:
+    """Stands in for a connection's writer where nothing is written."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+    async def wait_closed(self) -> None:
+        return None
+
+
+def test_an_ack_timer_firing_in_the_turn_the_ack_came_closes_the_connection() -> None:
+    """The ACK wakes the read and the deadline passes in the same loop turn: the ACK
+    counts, but the reader is failed for good, so the connection is closed rather than
+    handed to the next send, whose first read would fail at once."""
+
+    async def scenario() -> tuple[SendResult, bool, bool]:
+        connector = mllp(9, ack_timeout=5)
+        link = _Link(1 << 20)
+        reader = asyncio.StreamReader()
+        writer = _QuietWriter()
+        link.reader, link.writer = reader, cast(asyncio.StreamWriter, writer)
+        ack = "MSH|^~\\&|HIS|H|HUB|120|20261205120000||ACK^R01^ACK|A1|P|2.5.1\rMSA|AA|M1\r"
+
+        def ack_then_deadline() -> None:
+            reader.feed_data(frame(ack.encode()))
+            fail_reads(reader)
+
+        asyncio.get_running_loop().call_soon(ack_then_deadline)
+        result = await connector._await_ack(link, "M1")
+        return result, writer.closed, link.usable
+
+    result, closed, usable = run(scenario())
+    assert result.outcome is Outcome.DELIVERED
+    assert closed and not usable
+
+
+def test_an_ack_in_time_keeps_the_connection() -> None:
+    async def scenario() -> tuple[SendResult, bool]:
+        connector = mllp(9, ack_timeout=5)
+        link = _Link(1 << 20)
+        reader = asyncio.StreamReader()
+        writer = _QuietWriter()
+        link.reader, link.writer = reader, cast(asyncio.StreamWriter, writer)
+        ack = "MSH|^~\\&|HIS|H|HUB|120|20261205120000||ACK^R01^ACK|A1|P|2.5.1\rMSA|AA|M1\r"
+        asyncio.get_running_loop().call_soon(reader.feed_data, frame(ack.encode()))
+        result = await connector._await_ack(link, "M1")
+        await asyncio.sleep(0)
+        return result, writer.closed
+
+    result, closed = run(scenario())
+    assert result.outcome is Outcome.DELIVERED
+    assert not closed
