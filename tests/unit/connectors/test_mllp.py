@@ -413,25 +413,31 @@ class _QuietWriter:
         return None
 
 
+_ACK_M1 = frame(b"MSH|^~\\&|HIS|H|HUB|120|20261205120000||ACK^R01^ACK|A1|P|2.5.1\rMSA|AA|M1\r")
+
+
+def _open_link() -> tuple[_Link, asyncio.StreamReader, _QuietWriter]:
+    """A link as after a connect, reading from a bare StreamReader."""
+    link = _Link(1 << 20)
+    reader, writer = asyncio.StreamReader(), _QuietWriter()
+    link.reader, link.writer = reader, cast(asyncio.StreamWriter, writer)
+    return link, reader, writer
+
+
 def test_an_ack_timer_firing_in_the_turn_the_ack_came_closes_the_connection() -> None:
     """The ACK wakes the read and the deadline passes in the same loop turn: the ACK
     counts, but the reader is failed for good, so the connection is closed rather than
     handed to the next send, whose first read would fail at once."""
 
     async def scenario() -> tuple[SendResult, bool, bool]:
-        connector = mllp(9, ack_timeout=5)
-        link = _Link(1 << 20)
-        reader = asyncio.StreamReader()
-        writer = _QuietWriter()
-        link.reader, link.writer = reader, cast(asyncio.StreamWriter, writer)
-        ack = "MSH|^~\\&|HIS|H|HUB|120|20261205120000||ACK^R01^ACK|A1|P|2.5.1\rMSA|AA|M1\r"
+        link, reader, writer = _open_link()
 
         def ack_then_deadline() -> None:
-            reader.feed_data(frame(ack.encode()))
+            reader.feed_data(_ACK_M1)
             fail_reads(reader)
 
         asyncio.get_running_loop().call_soon(ack_then_deadline)
-        result = await connector._await_ack(link, "M1")
+        result = await mllp(9, ack_timeout=5)._await_ack(link, "M1")
         return result, writer.closed, link.usable
 
     result, closed, usable = run(scenario())
@@ -441,14 +447,9 @@ def test_an_ack_timer_firing_in_the_turn_the_ack_came_closes_the_connection() ->
 
 def test_an_ack_in_time_keeps_the_connection() -> None:
     async def scenario() -> tuple[SendResult, bool]:
-        connector = mllp(9, ack_timeout=5)
-        link = _Link(1 << 20)
-        reader = asyncio.StreamReader()
-        writer = _QuietWriter()
-        link.reader, link.writer = reader, cast(asyncio.StreamWriter, writer)
-        ack = "MSH|^~\\&|HIS|H|HUB|120|20261205120000||ACK^R01^ACK|A1|P|2.5.1\rMSA|AA|M1\r"
-        asyncio.get_running_loop().call_soon(reader.feed_data, frame(ack.encode()))
-        result = await connector._await_ack(link, "M1")
+        link, reader, writer = _open_link()
+        asyncio.get_running_loop().call_soon(reader.feed_data, _ACK_M1)
+        result = await mllp(9, ack_timeout=5)._await_ack(link, "M1")
         await asyncio.sleep(0)
         return result, writer.closed
 
