@@ -56,7 +56,10 @@ def _extensions() -> list[object]:
     options = ["--config-file=", "--ignore-missing-imports", "--follow-imports=silent"]
     try:
         return list(mypycify([*options, *compiled], opt_level="3"))
-    except (Exception, SystemExit) as exc:  # mypyc exits on a type error it finds
+    except SystemExit:  # mypyc exits on a type error it finds, having printed it
+        _warn("mypyc stopped on the type errors printed above")
+        return []
+    except Exception as exc:
         _warn(exc)
         return []
 
