@@ -231,6 +231,9 @@ def machine() -> dict[str, Any]:
         "nproc": os.cpu_count(),
         "cpu": cpu,
         "python": platform.python_version(),
+        # Which CPython build: the speed probe below is pure Python, so its figures
+        # compare only between runs of the same interpreter.
+        "python_executable": os.path.realpath(sys.executable),
         "platform": platform.platform(),
         "sqlite": sqlite3.sqlite_version,
         "compiled": compiled_modules(),  # hub/compiled.py: mypyc, or Python (HUB_COMPILE=0)
