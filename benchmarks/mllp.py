@@ -329,8 +329,7 @@ def _config(
                 "type": "mllp",
                 "host": "127.0.0.1",
                 "port": twin.port,
-                "connections": his_links,
-                "max_in_flight": max(16, his_links),
+                "connections": his_links,  # max_in_flight: the mllp default, 8 each
                 # Receiving only: the route matches, but the disabled destination gets
                 # no deliveries, so the figures are the receiving path's alone.
                 "enabled": not args.receive_only,

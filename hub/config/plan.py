@@ -266,7 +266,10 @@ def _destination(
         return None
     if retry is None:
         return None
-    return Destination(name, dest.type, settings, retry, dest.max_in_flight, dest.enabled)
+    in_flight = dest.max_in_flight
+    if in_flight is None:
+        in_flight = connector.default_in_flight(settings)
+    return Destination(name, dest.type, settings, retry, in_flight, dest.enabled)
 
 
 def _check_route(

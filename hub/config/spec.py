@@ -150,7 +150,16 @@ class DestinationSpec(BaseModel):
 
     type: str = Field(description="Registered connector name: http, file, mllp, fhir ...")
     retry: str | RetryPolicy = Field(default="default", description="Policy name or inline.")
-    max_in_flight: int = Field(default=16, ge=1, le=1024, description="Concurrent sends.")
+    max_in_flight: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description=(
+            "Deliveries claimed and not yet recorded: being sent, or mapped and waiting "
+            "for a connection. Default: the connector's (16; mllp: 8 per connection, at "
+            "least 16)."
+        ),
+    )
     enabled: bool = Field(default=True, description="false: routes to it create nothing.")
 
 

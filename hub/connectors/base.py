@@ -14,9 +14,18 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["Connector", "ConnectorSettings", "Outbound", "Outcome", "SendResult", "truncate"]
+__all__ = [
+    "DEFAULT_IN_FLIGHT",
+    "Connector",
+    "ConnectorSettings",
+    "Outbound",
+    "Outcome",
+    "SendResult",
+    "truncate",
+]
 
 RESPONSE_KEEP = 4096  # bytes of a partner reply kept in the attempt record
+DEFAULT_IN_FLIGHT = 16  # a destination's max_in_flight unless its connector says otherwise
 
 
 class Outcome(StrEnum):
@@ -71,6 +80,11 @@ class Connector(abc.ABC):
     def __init__(self, name: str, settings: Any) -> None:
         self.name = name
         self.settings = settings
+
+    @classmethod
+    def default_in_flight(cls, settings: Any) -> int:
+        """A destination's ``max_in_flight`` when hub.yaml gives none: its sends at once."""
+        return DEFAULT_IN_FLIGHT
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Open pools or connections; the default needs none."""

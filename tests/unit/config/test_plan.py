@@ -79,6 +79,31 @@ def test_a_valid_file_becomes_a_plan(tmp_path: Path) -> None:
     assert plan.spec.clients["dispatch-tianjin"].token.get_secret_value() == "d-token"
 
 
+@pytest.mark.parametrize(
+    ("destination", "in_flight"),
+    [
+        ({"type": "http", "url": "https://his.example/hook"}, 16),
+        ({"type": "mllp", "host": "his.example", "port": 2575}, 16),
+        ({"type": "mllp", "host": "his.example", "port": 2575, "connections": 4}, 32),
+        (
+            {
+                "type": "mllp",
+                "host": "his.example",
+                "port": 2575,
+                "connections": 4,
+                "max_in_flight": 5,
+            },
+            5,
+        ),
+    ],
+)
+def test_max_in_flight_defaults_to_the_connectors_window(
+    destination: dict[str, Any], in_flight: int
+) -> None:
+    plan = plan_from_mapping({"destinations": {"his": destination}}, {})
+    assert plan.destinations["his"].max_in_flight == in_flight
+
+
 def test_the_plan_is_immutable() -> None:
     plan = plan_from_mapping(good(), ENV)
     with pytest.raises(TypeError):
