@@ -58,7 +58,12 @@ class WorkerSpec(_Spec):
     poll_interval: float = Field(default=0.2, gt=0, description="Seconds between idle polls.")
     batch_size: int = Field(default=200, ge=1, le=5000, description="Deliveries claimed at once.")
     lease_seconds: float = Field(
-        default=60.0, gt=0, description="A claim not finished by then is claimable again."
+        default=60.0,
+        gt=0,
+        description=(
+            "Seconds a claim lasts; its worker renews it every third of this while the "
+            "send runs, so only a worker that died or stalled loses its claims."
+        ),
     )
     shutdown_grace: float = Field(default=10.0, ge=0, description="Seconds to drain at stop.")
     claim_linger: float = Field(

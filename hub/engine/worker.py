@@ -2,6 +2,8 @@
 
 Many workers may share one database; each claims under a lease, so a crashed worker's
 deliveries return to the queue when its lease ends (or at once, by the start-up sweep).
+A running worker renews the leases of the deliveries it still holds, however long a
+partner takes to answer.
 """
 
 from __future__ import annotations
@@ -111,6 +113,8 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._histories: OrderedDict[str, _History] = OrderedDict()
         self._history_events = 0  # held in _histories
+        # Deliveries claimed and not yet recorded: id -> loop time their lease was set.
+        self._held: dict[int, float] = {}
 
     def wake(self) -> None:
         loop, event = self._loop, self._wake
@@ -139,6 +143,7 @@ class Worker:
         failures = 0
         linger = self._spec.claim_linger
         woken_at = -linger  # loop time the last new deliveries were noticed
+        renewing = asyncio.create_task(self._renew_leases())
         try:
             while not stop.is_set():
                 wake.clear()
@@ -172,6 +177,7 @@ class Worker:
                         await _first_of(stop, freed, within=linger)
             await self._drain()
         finally:
+            renewing.cancel()
             for connector in self.connectors.values():
                 await connector.close()
             if self._db is not None:
@@ -209,8 +215,10 @@ class Worker:
                 destination=name,
             )
             self._saturated = self._saturated or len(claimed) == limit
+            leased_at = asyncio.get_running_loop().time()
             await self._prefetch(claimed)
             for c in claimed:
+                self._held[c.id] = leased_at  # renewed from now on (see _renew_leases)
                 self._in_flight[name] += 1
                 task = asyncio.create_task(self._run_one(c))
                 self._tasks.add(task)
@@ -219,7 +227,12 @@ class Worker:
         return started
 
     async def _run_one(self, c: Claimed) -> None:
-        finished = await self._attempt(c)
+        try:
+            finished = await self._attempt(c)
+        except BaseException:
+            # A bug, or cancelled: not renewed, so the delivery returns when its lease ends.
+            self._held.pop(c.id, None)
+            raise
         self._results.append((c, finished))
         more = self._more
         if more is not None and not more.done():
@@ -271,12 +284,37 @@ class Worker:
             recorded = waiting = False
         for c, finished in batch:
             self._in_flight[c.destination] -= 1
+            # Recorded, or (not recorded) left for its lease to return it: either way
+            # no longer renewed.
+            self._held.pop(c.id, None)
             if recorded:
                 self.metrics.observe(c.destination, finished.new_status, c.created_at)
         assert self._freed is not None and self._recorded is not None
         if waiting or not (asked and recorded) or self._saturated:
             self._freed.set()  # claim now: something may be due that the slots held back
         self._recorded.set()
+
+    async def _renew_leases(self) -> None:
+        """Every third of a lease, renew those older than a third: a send waiting for a
+        slow partner (an ACK timeout, or queued behind one for a connection) would
+        otherwise outlast its lease, and the next claim, this worker's or another's,
+        would take the delivery again and send it twice. Runs until cancelled."""
+        lease = self._spec.lease_seconds
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(lease / 3)
+            now = loop.time()
+            due = [i for i, at in self._held.items() if now - at >= lease / 3]
+            if not due:
+                continue
+            try:
+                await self._db_call(self.store.renew, self.name, due, lease_seconds=lease)
+            except Exception:
+                log.exception("could not renew %d leases; they may be sent again", len(due))
+                continue
+            for i in due:
+                if i in self._held:
+                    self._held[i] = now
 
     async def _drain(self) -> None:
         assert self._recorded is not None

@@ -33,6 +33,9 @@ class Cursor(Protocol):
 
     def fetchall(self) -> Sequence[Any]: ...
 
+    @property
+    def rowcount(self) -> int: ...
+
     def close(self) -> None: ...
 
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import Connection, Engine, event, func, insert, select, text, update
@@ -42,6 +42,7 @@ from hub.store.writelock import WriteLock
 
 __all__ = ["MessagePage", "QueueStat", "ResendError", "Store"]
 
+_T = TypeVar("_T")
 _OPEN = (DeliveryStatus.PENDING.value, DeliveryStatus.IN_FLIGHT.value)
 
 # Due deliveries that are the head of their (destination, ordering_key) queue: the oldest
@@ -93,6 +94,11 @@ UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = ?, updated_at 
   delivered_at = ?, last_error = ?, lease_until = NULL,
   payload = COALESCE(?, payload), content_type = COALESCE(?, content_type)
 WHERE id = ? AND claimed_by = ? AND status = 'in_flight'
+"""
+# A lease renewed by the worker holding it (Worker._renew_leases).
+_RENEW = """
+UPDATE deliveries SET lease_until = ?
+WHERE claimed_by = ? AND status = 'in_flight' AND id IN ({marks})
 """
 # One probe of the open-rows index per queue (as the claim's head test reads it).
 _OPEN_IN_QUEUE = f"""
@@ -470,6 +476,29 @@ class Store:
             rows = sorted(cursor.fetchall(), key=lambda r: int(r[0]))
         return [_claimed(r, self._bodies) for r in rows]
 
+    def renew(
+        self,
+        worker: str,
+        delivery_ids: Sequence[int],
+        *,
+        lease_seconds: float,
+        now: float | None = None,
+    ) -> int:
+        """Extend ``worker``'s leases on deliveries it is still sending; how many it holds.
+
+        One taken over meanwhile (its lease had ended) is not ``worker``'s any more and
+        stays with its new holder.
+        """
+        now = time.time() if now is None else now
+        renewed = 0
+        with self._bookkeeping_driver.transaction(lock=self._write_lock) as cursor:
+            for chunk in _chunks(list(delivery_ids), 500):
+                marks = self._bookkeeping_driver.placeholders(len(chunk))
+                sql = self._bookkeeping_driver.sql(_RENEW.format(marks=marks))
+                cursor.execute(sql, [now + lease_seconds, worker, *chunk])
+                renewed += cursor.rowcount
+        return renewed
+
     def finish(
         self, results: Sequence[Finished], *, queues: Iterable[tuple[str, str]] = ()
     ) -> bool:
@@ -782,6 +811,6 @@ def _database_path(url: str) -> Path | None:
     return Path(database).resolve()
 
 
-def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
+def _chunks(items: Sequence[_T], size: int) -> Iterable[Sequence[_T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]

@@ -723,3 +723,38 @@ def test_new_deliveries_waiting_for_a_slot_go_out_as_results_free_one(store: Sto
         return took
 
     assert asyncio.run(scenario()) < 0.5
+
+
+def test_a_send_outlasting_the_lease_keeps_it_and_goes_out_once(store: Store) -> None:
+    """A partner that is slow to answer (an ACK timeout, deliveries queued behind it for
+    a connection) may keep a send running longer than its lease: the worker renews it,
+    or the next claim, its own or another worker's, would take the delivery again and
+    send it twice."""
+    plan = worker_plan(store.url, poll_interval=0.01, lease_seconds=0.6)
+    ingest(store, plan, "e1")
+    partner = GatedConnector()
+    calls: list[str] = []
+    gated_send = partner.send
+
+    async def counted(message: Outbound) -> SendResult:
+        calls.append(message.message_id)
+        return await gated_send(message)
+
+    partner.send = counted  # type: ignore[method-assign]
+    worker = Worker(store, plan, connectors={"partner": partner})
+    other = Worker(store, plan, connectors={"partner": ScriptedConnector()}, name="other")
+
+    async def scenario() -> None:
+        async with running(worker):
+            await until(lambda: len(calls) == 1)
+            await asyncio.sleep(2.0)  # three leases long
+            [row] = rows(store)
+            assert row["status"] == "in_flight"
+            assert row["lease_until"] > time.time()
+            assert await other.run_once() == 0  # nothing to take over
+            partner.gates[row["message_id"]].set()
+            await until(lambda: rows(store)[0]["status"] == "delivered")
+
+    asyncio.run(scenario())
+    assert len(calls) == 1
+    assert len(attempt_log(store)) == 1

@@ -107,6 +107,26 @@ def test_an_expired_lease_is_claimable_again(store: Store, records: Records) -> 
     assert status_of(store) == {ids["a1"]: "delivered"}
 
 
+def test_a_renewed_lease_is_not_taken_over(store: Store, records: Records) -> None:
+    ids = seed(store, records, [("a1", "A"), ("b1", "B")])
+    now = time.time()
+    assert len(store.claim("w1", limit=5, lease_seconds=10, now=now)) == 2
+    renewed = store.renew("w1", [ids["a1"]], lease_seconds=10, now=now + 8)
+    assert renewed == 1
+    taken = store.claim("w2", limit=5, lease_seconds=10, now=now + 11)
+    assert [c.id for c in taken] == [ids["b1"]]  # a1's lease runs to now + 18
+    rows = {r["id"]: r for r in delivery_rows(store)}
+    assert rows[ids["a1"]]["lease_until"] == pytest.approx(now + 18)
+    assert (rows[ids["a1"]]["claimed_by"], rows[ids["b1"]]["claimed_by"]) == ("w1", "w2")
+    # b1 went to w2 when its lease ended: w1 renews it no more, nor a finished a1
+    store.finish([finished(ids["a1"], "w1", DELIVERED)])
+    assert store.renew("w1", [ids["a1"], ids["b1"]], lease_seconds=10, now=now + 12) == 0
+    assert {r["id"]: r["lease_until"] for r in delivery_rows(store)} == {
+        ids["a1"]: None,
+        ids["b1"]: pytest.approx(now + 21),
+    }
+
+
 def test_dead_rows_do_not_block_their_key(store: Store, records: Records) -> None:
     ids = seed(store, records, [("a1", "A"), ("a2", "A")])
     store.claim("w1", limit=5, lease_seconds=30)
